@@ -1,0 +1,125 @@
+"""The SQS message contract between producer and consumer, and how records are packed into it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import msgspec
+
+from earnings_sync.records import EarningsRecord
+
+MAX_RECORDS_PER_MESSAGE = 25  # one BatchWriteItem's worth
+MAX_ENTRIES_PER_BATCH = 10  # SendMessageBatch limit
+MAX_PAYLOAD_BYTES = 256 * 1024  # the smallest limit among AWS, LocalStack and moto
+SCHEMA_VERSION = 1
+
+
+class SyncMessage(msgspec.Struct, frozen=True, omit_defaults=False):
+    """One SQS message: up to 25 records of one sync, with the sync's identity and timestamp."""
+
+    sync_id: str
+    synced_at: str  # UTC, fixed-width ISO-8601 (`2025-07-19T06:00:00.000000Z`): compares as text
+    records: list[EarningsRecord]
+    v: int = SCHEMA_VERSION
+
+
+class RawSyncMessage(msgspec.Struct, frozen=True):
+    """Envelope decoded without validating records, so one bad record cannot sink its neighbours."""
+
+    sync_id: str
+    synced_at: str
+    records: list[msgspec.Raw]
+    v: int = SCHEMA_VERSION
+
+
+_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(RawSyncMessage)
+_record_decoder = msgspec.json.Decoder(EarningsRecord)
+
+
+def encode_message(message: SyncMessage) -> str:
+    return _encoder.encode(message).decode()
+
+
+def decode_envelope(body: str | bytes) -> RawSyncMessage:
+    """Raises msgspec.DecodeError/ValidationError when the body is not a sync message at all."""
+    return _envelope_decoder.decode(body)
+
+
+def decode_record(raw: msgspec.Raw) -> EarningsRecord:
+    """Raises msgspec.ValidationError/DecodeError with a path-bearing reason."""
+    return _record_decoder.decode(raw)
+
+
+def encode_records(records: Iterable[EarningsRecord | msgspec.Raw]) -> list[msgspec.Raw]:
+    return [r if isinstance(r, msgspec.Raw) else msgspec.Raw(_encoder.encode(r)) for r in records]
+
+
+def pack_records(
+    groups: Iterable[Iterable[EarningsRecord]],
+    max_records: int = MAX_RECORDS_PER_MESSAGE,
+) -> Iterator[list[EarningsRecord]]:
+    """First-fit in input order: a symbol's rows stay in one message unless they alone exceed it."""
+    current: list[EarningsRecord] = []
+    for group in groups:
+        rows = list(group)
+        if len(current) + len(rows) > max_records and current:
+            yield current
+            current = []
+        while len(rows) > max_records:  # a symbol with more rows than a message holds
+            yield rows[:max_records]
+            rows = rows[max_records:]
+        current.extend(rows)
+    if current:
+        yield current
+
+
+def build_messages(
+    groups: Iterable[Iterable[EarningsRecord]],
+    sync_id: str,
+    synced_at: str,
+    max_records: int = MAX_RECORDS_PER_MESSAGE,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> Iterator[str]:
+    """Message bodies, each ≤ max_records records and ≤ max_bytes (split in half until it fits)."""
+    pending = [rows for rows in pack_records(groups, max_records)]
+    pending.reverse()
+    while pending:
+        rows = pending.pop()
+        body = encode_message(SyncMessage(sync_id=sync_id, synced_at=synced_at, records=rows))
+        if len(body.encode()) > max_bytes:
+            if len(rows) == 1:
+                raise ValueError(f"record {rows[0].key} alone exceeds the {max_bytes}-byte message limit")
+            half = len(rows) // 2
+            pending.append(rows[half:])
+            pending.append(rows[:half])
+            continue
+        yield body
+
+
+def batch_entries(
+    bodies: Iterable[tuple[str, dict]],
+    max_entries: int = MAX_ENTRIES_PER_BATCH,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> Iterator[list[tuple[str, dict]]]:
+    """Group (body, attributes) pairs into SendMessageBatch calls within count and payload size."""
+    batch: list[tuple[str, dict]] = []
+    size = 0
+    for body, attributes in bodies:
+        entry_size = message_size(body, attributes)
+        if batch and (len(batch) >= max_entries or size + entry_size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append((body, attributes))
+        size += entry_size
+    if batch:
+        yield batch
+
+
+def message_size(body: str, attributes: dict) -> int:
+    """SQS counts the body plus each attribute's name, type and value."""
+    size = len(body.encode())
+    for name, attribute in attributes.items():
+        size += len(name.encode()) + len(attribute["DataType"].encode())
+        size += len(str(attribute.get("StringValue", "")).encode())
+    return size
