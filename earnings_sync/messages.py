@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from earnings_sync.records import EarningsRecord
+from earnings_sync.records import EarningsRecord, record_problem
 
 MAX_RECORDS_PER_MESSAGE = 25  # one BatchWriteItem's worth
 MAX_ENTRIES_PER_BATCH = 10  # SendMessageBatch limit
@@ -47,8 +47,12 @@ def decode_envelope(body: str | bytes) -> RawSyncMessage:
 
 
 def decode_record(raw: msgspec.Raw) -> EarningsRecord:
-    """Raises msgspec.ValidationError/DecodeError with a path-bearing reason."""
-    return _record_decoder.decode(raw)
+    """Decode and re-validate with the CSV rules; raises msgspec.ValidationError with the reason."""
+    record = _record_decoder.decode(raw)
+    problem = record_problem(record)
+    if problem is not None:
+        raise msgspec.ValidationError(f"{problem.reason}: {problem.detail}")
+    return record
 
 
 def encode_records(records: Iterable[EarningsRecord | msgspec.Raw]) -> list[msgspec.Raw]:
@@ -80,8 +84,8 @@ def build_messages(
     synced_at: str,
     max_records: int = MAX_RECORDS_PER_MESSAGE,
     max_bytes: int = MAX_PAYLOAD_BYTES,
-) -> Iterator[str]:
-    """Message bodies, each ≤ max_records records and ≤ max_bytes (split in half until it fits)."""
+) -> Iterator[tuple[str, int]]:
+    """(body, record count) per message, each ≤ max_records and ≤ max_bytes (halved until it fits)."""
     pending = [rows for rows in pack_records(groups, max_records)]
     pending.reverse()
     while pending:
@@ -94,7 +98,7 @@ def build_messages(
             pending.append(rows[half:])
             pending.append(rows[:half])
             continue
-        yield body
+        yield body, len(rows)
 
 
 def batch_entries(

@@ -245,3 +245,23 @@ def group_by_symbol(
             stats.records += 1
         by_date[item.earnings_date] = item
     return groups
+
+
+def record_problem(record: EarningsRecord) -> Rejection | None:
+    """Re-apply the CSV rules to a record that arrived some other way (a message, a replay)."""
+    fields = [
+        record.asset_symbol,
+        record.company_name,
+        record.earnings_date,
+        record.fiscal_date_ending,
+        record.estimate if record.estimate is not None else "",
+        record.currency,
+        record.time_of_the_day or "",
+    ]
+    checked = validate_row(fields, 0, 7)
+    if isinstance(checked, Rejection):
+        return checked
+    if checked != record:  # e.g. padded text or a non-canonical date that validation would rewrite
+        return Rejection(0, "bad_symbol" if checked.asset_symbol != record.asset_symbol else "bad_name",
+                         "fields are not in canonical form")
+    return None

@@ -1,0 +1,72 @@
+"""Consumer Lambda: SQS batch → conflict-safe upsert, with partial batch failure reporting."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from earnings_sync import aws
+from earnings_sync.consumer import ConsumerTally, MessageConsumer, MessageContext
+from earnings_sync.observability import emit_consumer_metrics
+from earnings_sync.settings import Settings
+from earnings_sync.table import EarningsTable
+
+logger = Logger()
+metrics = Metrics()
+# A batch where every message failed is reported item by item too, so metrics still flush.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def build_consumer(settings: Settings) -> MessageConsumer:
+    table = EarningsTable(
+        aws.client("dynamodb", max_attempts=settings.aws_max_attempts),
+        settings.table_name,
+        attempts=settings.write_attempts,
+    )
+    return MessageConsumer(table, aws.client("sqs"), settings.dlq_url, settings.max_receive_count)
+
+
+@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    consumer = build_consumer(Settings.from_env())
+    tally = ConsumerTally()
+
+    def record_handler(record: SQSRecord) -> None:
+        attributes = record.raw_event.get("messageAttributes") or {}
+        sync_id = (attributes.get("sync_id") or {}).get("stringValue", "")
+        logger.append_keys(message_id=record.message_id, sync_id=sync_id)
+        context_ = MessageContext(
+            message_id=record.message_id,
+            receive_count=int(record.attributes.approximate_receive_count or 1),
+            attributes=attributes,
+        )
+        consumer.process(record.body, context_, tally)
+
+    started = time.perf_counter()
+    try:
+        response = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    finally:
+        duration_ms = (time.perf_counter() - started) * 1000
+        logger.remove_keys(["message_id", "sync_id"])
+        emit_consumer_metrics(metrics, tally, duration_ms)
+    logger.info(
+        "batch processed",
+        extra={
+            "messages": tally.messages,
+            "failed": len(response.get("batchItemFailures", [])),
+            "inserted": tally.inserted,
+            "updated": tally.updated,
+            "unchanged": tally.unchanged,
+            "stale_skipped": tally.stale,
+            "poison_records": tally.poison_records,
+            "retries": tally.retries,
+            "duration_ms": round(duration_ms, 1),
+        },
+    )
+    return response

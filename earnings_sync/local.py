@@ -1,0 +1,456 @@
+"""The whole pipeline on one machine: moto server + template.yaml's resources + the real handlers.
+
+`run_local` starts an embedded AWS emulator on 127.0.0.1 (random free port), creates the queue, DLQ
+and table from template.yaml's own definitions, then runs each CSV as a successive sync:
+producer handler → SQS → `SqsEventSource` (behaves like Lambda's SQS mapping) → consumer handler →
+table. Figures in the summary come from the handlers' own EMF metric output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from earnings_sync.observability import M, parse_emf
+
+FAKE_ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def embedded_emulator() -> Iterator[str]:
+    """A moto server on a free loopback port; yields its endpoint and points boto3 at it."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    try:
+        with patched_environ(env):
+            yield endpoint
+    finally:
+        server.stop()
+
+
+class LambdaContext:
+    """The attributes Powertools and our handlers read from Lambda's context object."""
+
+    def __init__(self, function_name: str, timeout_seconds: int, memory_mb: int = 512) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = memory_mb
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{FAKE_ACCOUNT}:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def invoke(handler: Callable[[dict, Any], Any], event: dict, context: LambdaContext) -> tuple[Any, Counter[str], BaseException | None]:
+    """Call a handler like Lambda does; returns (result, metrics it emitted, exception)."""
+    captured = io.StringIO()
+    result: Any = None
+    error: BaseException | None = None
+    with contextlib.redirect_stdout(captured):
+        try:
+            result = handler(event, context)
+        except Exception as exc:  # noqa: BLE001 - a failed invocation is an outcome, as on Lambda
+            error = exc
+    return result, parse_emf(captured.getvalue().splitlines()), error
+
+
+@dataclass
+class DrainStats:
+    invocations: int = 0
+    deliveries: int = 0
+    deleted: int = 0
+    failed_deliveries: int = 0
+    failed_invocations: int = 0
+    metrics: Counter[str] = field(default_factory=Counter)
+
+
+class SqsEventSource:
+    """Lambda's SQS event source mapping, locally: poll, invoke with a batch, delete successes.
+
+    Failed messages (reported in batchItemFailures, or the whole batch when the handler raises or
+    the mapping lacks ReportBatchItemFailures) are made visible again at once instead of after the
+    visibility timeout, so retries happen without waiting; SQS's RedrivePolicy then moves a message
+    to the DLQ after maxReceiveCount receives, exactly as on AWS.
+    """
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        queue_arn: str,
+        handler: Callable[[dict, Any], Any],
+        *,
+        batch_size: int,
+        report_batch_item_failures: bool,
+        function_name: str,
+        timeout_seconds: int,
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.queue_arn = queue_arn
+        self.handler = handler
+        self.batch_size = batch_size
+        self.report_batch_item_failures = report_batch_item_failures
+        self.function_name = function_name
+        self.timeout_seconds = timeout_seconds
+
+    def _event(self, messages: list[dict]) -> dict:
+        records = []
+        for message in messages:
+            attributes = message.get("MessageAttributes", {})
+            records.append(
+                {
+                    "messageId": message["MessageId"],
+                    "receiptHandle": message["ReceiptHandle"],
+                    "body": message["Body"],
+                    "attributes": message.get("Attributes", {}),
+                    "messageAttributes": {
+                        name: {
+                            "stringValue": value.get("StringValue"),
+                            "stringListValues": [],
+                            "binaryListValues": [],
+                            "dataType": value["DataType"],
+                        }
+                        for name, value in attributes.items()
+                    },
+                    "md5OfBody": message.get("MD5OfBody", ""),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": REGION,
+                }
+            )
+        return {"Records": records}
+
+    def poll_once(self, stats: DrainStats) -> int:
+        """One receive + invoke + settle; returns how many messages were delivered."""
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+            WaitTimeSeconds=0,
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return 0
+        stats.invocations += 1
+        stats.deliveries += len(messages)
+        context = LambdaContext(self.function_name, self.timeout_seconds)
+        result, metrics, error = invoke(self.handler, self._event(messages), context)
+        stats.metrics.update(metrics)
+        by_id = {m["MessageId"]: m for m in messages}
+        if error is not None or not isinstance(result, dict):
+            stats.failed_invocations += 1
+            failed = set(by_id)
+        else:
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+            if failed and not self.report_batch_item_failures:
+                failed = set(by_id)  # without the response type, Lambda retries the whole batch
+        succeeded = [m for mid, m in by_id.items() if mid not in failed]
+        for start in range(0, len(succeeded), 10):
+            chunk = succeeded[start : start + 10]
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+        stats.deleted += len(succeeded)
+        stats.failed_deliveries += len(failed)
+        failed_messages = [by_id[mid] for mid in failed if mid in by_id]
+        for start in range(0, len(failed_messages), 10):
+            chunk = failed_messages[start : start + 10]
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(chunk)],
+            )
+        return len(messages)
+
+    def in_flight(self) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def drain(self, progress: Callable[[DrainStats], None] | None = None, max_invocations: int = 1_000_000) -> DrainStats:
+        """Poll until the queue is empty (nothing visible, nothing in flight)."""
+        stats = DrainStats()
+        while stats.invocations < max_invocations:
+            if self.poll_once(stats) == 0 and self.in_flight() == 0:
+                break
+            if progress is not None:
+                progress(stats)
+        return stats
+
+
+@dataclass
+class SyncSummary:
+    file: str
+    sync_id: str = ""
+    synced_at: str = ""
+    rows: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0
+    messages: int = 0
+    records_enqueued: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale_skipped: int = 0
+    poison_records: int = 0
+    retries: int = 0
+    invocations: int = 0
+    failed_deliveries: int = 0
+    dlq_messages: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass
+class LocalSummary:
+    endpoint: str
+    syncs: list[SyncSummary] = field(default_factory=list)
+    table_items: int = 0
+    dlq_messages: int = 0
+    seconds: float = 0.0
+    export: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(s.error is None for s in self.syncs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "syncs": [
+                {
+                    "file": s.file,
+                    "sync_id": s.sync_id,
+                    "synced_at": s.synced_at,
+                    "rows": s.rows,
+                    "rejected": s.rejected,
+                    "rejected_total": sum(s.rejected.values()),
+                    "rejections": s.rejections,
+                    "duplicates": s.duplicates,
+                    "messages": s.messages,
+                    "records_enqueued": s.records_enqueued,
+                    "written": s.written,
+                    "inserted": s.inserted,
+                    "updated": s.updated,
+                    "unchanged": s.unchanged,
+                    "stale_skipped": s.stale_skipped,
+                    "poison_records": s.poison_records,
+                    "retries": s.retries,
+                    "consumer_invocations": s.invocations,
+                    "failed_deliveries": s.failed_deliveries,
+                    "dlq_messages": s.dlq_messages,
+                    "seconds": round(s.seconds, 3),
+                    "error": s.error,
+                }
+                for s in self.syncs
+            ],
+            "table_items": self.table_items,
+            "dlq_messages": self.dlq_messages,
+            "seconds": round(self.seconds, 3),
+            "export": self.export,
+        }
+
+
+def _queue_depth(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+class Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.stream = stream if stream is not None and stream.isatty() else None
+
+    def show(self, text: str) -> None:
+        if self.stream is not None:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+
+    def done(self) -> None:
+        if self.stream is not None:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def run_local(
+    csv_paths: Sequence[str],
+    *,
+    export: str | None = None,
+    progress_stream: IO[str] | None = None,
+    log_stream: IO[str] | None = None,
+    synced_at: Sequence[str] | None = None,
+    template_path: str | None = None,
+) -> LocalSummary:
+    """Run each CSV as a successive sync through the real handlers on an embedded emulator."""
+    from earnings_sync import aws, template
+    from earnings_sync.table import EarningsTable, export_jsonl
+
+    started = time.perf_counter()
+    progress = Progress(progress_stream)
+    tpl = template.load_template(template_path) if template_path else template.load_template()
+    with embedded_emulator() as endpoint:
+        sqs = aws.client("sqs")
+        dynamodb = aws.client("dynamodb")
+        resources = template.create_resources(tpl, dynamodb, sqs, region=REGION, account_id=FAKE_ACCOUNT)
+        environment = {
+            **resources.environments.get("ProducerFunction", {}),
+            **resources.environments.get("ConsumerFunction", {}),
+            "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "EarningsSync"),
+        }
+        summary = LocalSummary(endpoint=endpoint)
+        with patched_environ({k: str(v) for k, v in environment.items()}):
+            from consumers import sqs_consumer
+            from producers import app as producer_app
+
+            _route_logs(producer_app.logger, log_stream)
+            source = SqsEventSource(
+                sqs,
+                resources.queue_url,
+                resources.queue_arn,
+                sqs_consumer.lambda_handler,
+                batch_size=resources.consumer_batch_size,
+                report_batch_item_failures="ReportBatchItemFailures" in resources.consumer_function_response_types,
+                function_name="ConsumerFunction",
+                timeout_seconds=resources.consumer_timeout,
+            )
+            dlq_before = 0
+            for number, path in enumerate(csv_paths, start=1):
+                sync = SyncSummary(file=path)
+                summary.syncs.append(sync)
+                sync_started = time.perf_counter()
+                progress.show(f"sync {number}/{len(csv_paths)}: reading {os.path.basename(path)}")
+                event: dict[str, Any] = {"path": path}
+                if synced_at is not None:
+                    event["synced_at"] = synced_at[number - 1]
+                result, producer_metrics, error = invoke(producer_app.lambda_handler, event, LambdaContext("ProducerFunction", 300))
+                report = result if isinstance(result, dict) else getattr(getattr(error, "report", None), "as_dict", lambda: None)()
+                if report:
+                    sync.sync_id, sync.synced_at = report["sync_id"], report["synced_at"]
+                    sync.rows, sync.rejected, sync.rejections = report["rows"], report["rejected"], report["rejections"]
+                    sync.duplicates, sync.messages = report["duplicates"], report["messages_sent"]
+                    sync.records_enqueued = report["records_enqueued"]
+                if error is not None:
+                    sync.error = f"{type(error).__name__}: {error}"
+                    sync.seconds = time.perf_counter() - sync_started
+                    if not report:
+                        break  # nothing was enqueued: an upstream error ends the run
+
+                def show(stats: DrainStats, n: int = number, s: SyncSummary = sync) -> None:
+                    done = stats.metrics[M.RECORDS_RECEIVED]
+                    progress.show(f"sync {n}/{len(csv_paths)}: {int(done):,}/{s.records_enqueued:,} records consumed")
+
+                drained = source.drain(show)
+                metrics = drained.metrics
+                sync.inserted = int(metrics[M.RECORDS_INSERTED])
+                sync.updated = int(metrics[M.RECORDS_UPDATED])
+                sync.unchanged = int(metrics[M.RECORDS_UNCHANGED])
+                sync.stale_skipped = int(metrics[M.STALE_SYNC_SKIPPED])
+                sync.poison_records = int(metrics[M.POISON_RECORDS])
+                sync.retries = int(metrics[M.WRITE_RETRIES])
+                sync.invocations = drained.invocations
+                sync.failed_deliveries = drained.failed_deliveries
+                dlq_now = _queue_depth(sqs, resources.dlq_url)
+                sync.dlq_messages, dlq_before = dlq_now - dlq_before, dlq_now
+                sync.seconds = time.perf_counter() - sync_started
+                if sync.error is not None:
+                    break
+            progress.done()
+            table = EarningsTable(dynamodb, resources.table_name)
+            summary.dlq_messages = _queue_depth(sqs, resources.dlq_url)
+            if export:
+                summary.table_items = export_jsonl(table, export)
+                summary.export = export
+            else:
+                summary.table_items = table.count()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _route_logs(logger: Any, stream: IO[str] | None) -> None:
+    """Handler logs go to a file (or nowhere) locally, so the terminal shows progress and summary."""
+    handler = logger.registered_handler
+    handler.setStream(stream if stream is not None else open(os.devnull, "w"))  # noqa: SIM115
+
+
+def format_summary(summary: LocalSummary) -> str:
+    lines = [f"earnings-sync local: {len(summary.syncs)} sync(s) in {summary.seconds:.1f} s on {summary.endpoint} (moto)"]
+    header = f"{'#':>2} {'file':<28} {'rows':>7} {'rejected':>8} {'dup':>4} {'messages':>8} {'written':>8} {'unchanged':>9} {'stale':>6} {'poison':>6} {'dlq':>4} {'time':>7}"
+    lines.append(header)
+    for number, sync in enumerate(summary.syncs, start=1):
+        name = os.path.basename(sync.file)
+        name = name if len(name) <= 28 else "…" + name[-27:]
+        lines.append(
+            f"{number:>2} {name:<28} {sync.rows:>7,} {sum(sync.rejected.values()):>8,} {sync.duplicates:>4,} "
+            f"{sync.messages:>8,} {sync.written:>8,} {sync.unchanged:>9,} {sync.stale_skipped:>6,} "
+            f"{sync.poison_records:>6,} {sync.dlq_messages:>4,} {sync.seconds:>6.1f}s"
+        )
+        if sync.written:
+            lines.append(f"   {'':<28} inserted {sync.inserted:,}, updated {sync.updated:,}")
+        for reason, count in sorted(sync.rejected.items()):
+            where = [str(r["line"]) for r in sync.rejections if r["reason"] == reason][:5]
+            lines.append(f"   rejected {reason}: {count:,} (lines {', '.join(where)}{', …' if count > len(where) else ''})")
+        if sync.error:
+            lines.append(f"   ERROR: {sync.error}")
+    lines.append(f"table items: {summary.table_items:,}   DLQ messages: {summary.dlq_messages:,}")
+    if summary.export:
+        lines.append(f"exported to {summary.export}")
+    return "\n".join(lines)
+
+

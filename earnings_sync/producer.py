@@ -1,0 +1,263 @@
+"""Producer domain logic: one CSV snapshot → one sync → SQS messages of ≤ 25 records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets as _secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from earnings_sync.messages import batch_entries, build_messages
+from earnings_sync.records import EarningsRecord, ParseStats, Rejection, group_by_symbol, parse_csv
+from earnings_sync.table import backoff_delays
+
+SYNCED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+MAX_REPORTED_REJECTIONS = 200
+
+
+def format_synced_at(moment: dt.datetime) -> str:
+    """Fixed-width UTC text, so `lastSyncDate` comparisons in DynamoDB conditions are text compares."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_sync_identity(synced_at: str | None = None) -> tuple[str, str]:
+    """(sync_id, synced_at): the id sorts like the time and stays unique within one microsecond."""
+    if synced_at is None:
+        synced_at = format_synced_at(dt.datetime.now(dt.UTC))
+    elif SYNCED_AT_RE.fullmatch(synced_at) is None:
+        raise ValueError(f"synced_at must look like 2025-07-19T06:00:00.000000Z, got {synced_at!r}")
+    compact = synced_at.replace("-", "").replace(":", "").replace(".", "")
+    return f"{compact}-{_secrets.token_hex(4)}", synced_at
+
+
+@dataclass
+class SyncReport:
+    """Everything a sync did: the producer handler returns it, logs it and turns it into metrics."""
+
+    sync_id: str
+    synced_at: str
+    source: str
+    rows: int = 0
+    records: int = 0
+    duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    messages: int = 0
+    messages_sent: int = 0
+    records_enqueued: int = 0
+    send_retries: int = 0
+    failed_messages: list[dict[str, Any]] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed_messages
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sync_id": self.sync_id,
+            "synced_at": self.synced_at,
+            "source": self.source,
+            "rows": self.rows,
+            "records": self.records,
+            "duplicates": self.duplicates,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": self.rejected_total,
+            "rejections": self.rejections,
+            "messages": self.messages,
+            "messages_sent": self.messages_sent,
+            "records_enqueued": self.records_enqueued,
+            "send_retries": self.send_retries,
+            "failed_messages": self.failed_messages,
+            "duration_ms": round(self.duration_ms, 1),
+        }
+
+
+class EnqueueError(Exception):
+    """Some messages could not be sent after retries; the report lists them."""
+
+    def __init__(self, report: SyncReport) -> None:
+        super().__init__(f"{len(report.failed_messages)} of {report.messages} messages could not be sent")
+        self.report = report
+
+
+def message_attributes(sync_id: str, synced_at: str, record_count: int) -> dict[str, dict[str, str]]:
+    return {
+        "sync_id": {"DataType": "String", "StringValue": sync_id},
+        "synced_at": {"DataType": "String", "StringValue": synced_at},
+        "record_count": {"DataType": "Number", "StringValue": str(record_count)},
+    }
+
+
+class SyncProducer:
+    """Parses, validates, groups and enqueues one snapshot; the SQS client is passed in."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        *,
+        max_records: int = 25,
+        max_payload_bytes: int = 256 * 1024,
+        send_attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+        on_rejection: Callable[[Rejection], None] | None = None,
+        on_duplicate: Callable[[EarningsRecord, EarningsRecord], None] | None = None,
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.max_records = max_records
+        self.max_payload_bytes = max_payload_bytes
+        self.send_attempts = send_attempts
+        self.sleep = sleep
+        self.on_rejection = on_rejection
+        self.on_duplicate = on_duplicate
+
+    def run(
+        self,
+        source: str | bytes | Iterable[str],
+        *,
+        source_name: str,
+        synced_at: str | None = None,
+        secrets: Iterable[str] = (),
+    ) -> SyncReport:
+        """Raises UpstreamError (nothing sent) or EnqueueError (after sending all it could)."""
+        started = time.perf_counter()
+        sync_id, synced_at = new_sync_identity(synced_at)
+        report = SyncReport(sync_id=sync_id, synced_at=synced_at, source=source_name)
+        stats = ParseStats()
+
+        def reject(rejection: Rejection) -> None:
+            if len(report.rejections) < MAX_REPORTED_REJECTIONS:
+                report.rejections.append({"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail})
+            if self.on_rejection is not None:
+                self.on_rejection(rejection)
+
+        # Parsing runs to the end before the first send: an upstream error found anywhere (the
+        # quota row, a JSON body) must leave the queue untouched.
+        groups = group_by_symbol(parse_csv(source, secrets), stats, reject, self.on_duplicate)
+        report.rows, report.records, report.duplicates = stats.rows, stats.records, stats.duplicates
+        report.rejected = stats.rejected
+
+        bodies = (
+            (body, message_attributes(sync_id, synced_at, count))
+            for body, count in build_messages(
+                (g.values() for g in groups.values()),
+                sync_id,
+                synced_at,
+                self.max_records,
+                self.max_payload_bytes,
+            )
+        )
+        for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):
+            self._send_batch(batch, report)
+        report.duration_ms = (time.perf_counter() - started) * 1000
+        if report.failed_messages:
+            raise EnqueueError(report)
+        return report
+
+    def _send_batch(self, batch: list[tuple[str, dict]], report: SyncReport) -> None:
+        """SendMessageBatch, then resend only the entries reported in `Failed`, with backoff."""
+        report.messages += len(batch)
+        pending = {str(i): entry for i, entry in enumerate(batch)}
+        errors: dict[str, str] = {}
+        delays = iter(backoff_delays(self.send_attempts - 1, base=0.1))
+        while pending:
+            try:
+                response = self.sqs.send_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[
+                        {"Id": entry_id, "MessageBody": body, "MessageAttributes": attrs}
+                        for entry_id, (body, attrs) in pending.items()
+                    ],
+                )
+                report.send_retries += response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+            except Exception as exc:  # noqa: BLE001 - the SDK already retried; keep every entry
+                response = {"Failed": [{"Id": i, "Message": f"{type(exc).__name__}: {exc}", "SenderFault": False} for i in pending]}
+            for ok in response.get("Successful", []):
+                body, attrs = pending.pop(ok["Id"])
+                report.messages_sent += 1
+                report.records_enqueued += int(attrs["record_count"]["StringValue"])
+            retryable = {}
+            for failed in response.get("Failed", []):
+                errors[failed["Id"]] = failed.get("Message") or failed.get("Code", "unknown")
+                if not failed.get("SenderFault", False):
+                    retryable[failed["Id"]] = pending[failed["Id"]]
+            delay = next(delays, None)
+            if not retryable or delay is None:
+                break
+            for entry_id in set(pending) - set(retryable):
+                self._record_failure(pending.pop(entry_id), errors[entry_id], report)
+            report.send_retries += 1
+            self.sleep(delay)
+        for entry_id, entry in pending.items():
+            self._record_failure(entry, errors.get(entry_id, "not sent"), report)
+
+    @staticmethod
+    def _record_failure(entry: tuple[str, dict], error: str, report: SyncReport) -> None:
+        body, attrs = entry
+        report.failed_messages.append(
+            {"records": int(attrs["record_count"]["StringValue"]), "error": error, "body_bytes": len(body.encode())}
+        )
+
+
+def sync_from_event(
+    event: dict[str, Any],
+    settings: Any,
+    *,
+    sqs: Any,
+    s3: Any = None,
+    ssm: Any = None,
+    opener: Callable[..., Any] | None = None,
+    on_rejection: Callable[[Rejection], None] | None = None,
+    on_duplicate: Callable[[EarningsRecord, EarningsRecord], None] | None = None,
+) -> SyncReport:
+    """Pick the source the event names and run one sync from it.
+
+    Event shapes: `{"path": "/x.csv"}`, `{"s3": {"bucket": b, "key": k}}`, an S3 notification
+    (`Records[0].s3`), or anything else (e.g. the schedule's `{"source": "alphavantage"}`) →
+    fetch from AlphaVantage. `synced_at` may be given to backfill an old snapshot as an old sync.
+    """
+    from earnings_sync import sources  # local import: the HTTP code is only needed on this path
+
+    producer = SyncProducer(
+        sqs,
+        settings.queue_url,
+        max_records=settings.max_records_per_message,
+        max_payload_bytes=settings.max_payload_bytes,
+        on_rejection=on_rejection,
+        on_duplicate=on_duplicate,
+    )
+    synced_at = event.get("synced_at")
+    s3_ref = event.get("s3")
+    if not s3_ref and event.get("Records"):
+        notification = event["Records"][0].get("s3", {})
+        s3_ref = {"bucket": notification.get("bucket", {}).get("name"), "key": notification.get("object", {}).get("key")}
+    if event.get("path"):
+        with sources.open_local_csv(event["path"]) as lines:
+            return producer.run(lines, source_name=event["path"], synced_at=synced_at)
+    if s3_ref:
+        bucket, key = s3_ref.get("bucket"), s3_ref.get("key")
+        if not bucket or not key:
+            raise sources.SourceError(f"S3 source needs bucket and key, got {s3_ref!r}")
+        body = sources.read_s3_object(s3, bucket, key)
+        return producer.run(body, source_name=f"s3://{bucket}/{key}", synced_at=synced_at)
+    api_key = sources.resolve_api_key(settings, ssm)
+    horizon = event.get("horizon", settings.alphavantage_horizon)
+    body = sources.fetch_alphavantage(
+        api_key,
+        horizon=horizon,
+        symbol=event.get("symbol"),
+        base_url=settings.alphavantage_url,
+        timeout=settings.http_timeout_seconds,
+        attempts=settings.http_attempts,
+        **({"opener": opener} if opener is not None else {}),
+    )
+    return producer.run(body, source_name=f"alphavantage:{horizon}", synced_at=synced_at, secrets=[api_key])

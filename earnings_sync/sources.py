@@ -1,0 +1,87 @@
+"""Where a snapshot comes from: AlphaVantage over HTTPS, an S3 object, or a local file."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from earnings_sync.settings import Settings
+from earnings_sync.table import backoff_delays
+
+HORIZONS = ("3month", "6month", "12month")
+
+
+class SourceError(Exception):
+    """The snapshot could not be obtained (network, HTTP status, missing object or file)."""
+
+
+def resolve_api_key(settings: Settings, ssm: Any | None) -> str:
+    """The key from ALPHAVANTAGE_API_KEY, else from the SSM SecureString parameter."""
+    if settings.alphavantage_api_key:
+        return settings.alphavantage_api_key
+    if settings.alphavantage_api_key_parameter and ssm is not None:
+        try:
+            response = ssm.get_parameter(Name=settings.alphavantage_api_key_parameter, WithDecryption=True)
+        except Exception as exc:  # noqa: BLE001 - the message names the parameter, never the value
+            raise SourceError(f"cannot read SSM parameter {settings.alphavantage_api_key_parameter}: {exc}") from exc
+        return response["Parameter"]["Value"]
+    raise SourceError("no AlphaVantage API key: set ALPHAVANTAGE_API_KEY or ALPHAVANTAGE_API_KEY_PARAMETER")
+
+
+def fetch_alphavantage(
+    api_key: str,
+    *,
+    horizon: str = "3month",
+    symbol: str | None = None,
+    base_url: str = "https://www.alphavantage.co/query",
+    timeout: float = 20.0,
+    attempts: int = 3,
+    opener: Callable[..., Any] = urllib.request.urlopen,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bytes:
+    """GET the EARNINGS_CALENDAR CSV; retries connection errors and 5xx, never echoes the key."""
+    if horizon not in HORIZONS:
+        raise SourceError(f"horizon must be one of {', '.join(HORIZONS)}, got {horizon!r}")
+    query = {"function": "EARNINGS_CALENDAR", "horizon": horizon, "apikey": api_key}
+    if symbol:
+        query["symbol"] = symbol
+    url = f"{base_url}?{urllib.parse.urlencode(query)}"
+    delays = iter(backoff_delays(attempts - 1, base=1.0, cap=10.0))
+    while True:
+        try:
+            with opener(url, timeout=timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            problem = f"HTTP {exc.code}"
+            if exc.code < 500 and exc.code != 429:
+                raise SourceError(f"AlphaVantage answered {problem}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            problem = f"{type(exc).__name__}: {str(reason).replace(api_key, '***') if api_key else reason}"
+        delay = next(delays, None)
+        if delay is None:
+            raise SourceError(f"AlphaVantage unreachable after {attempts} attempts ({problem})")
+        sleep(delay)
+
+
+def read_s3_object(s3: Any, bucket: str, key: str) -> bytes:
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:  # noqa: BLE001
+        raise SourceError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+
+
+@contextmanager
+def open_local_csv(path: str) -> Iterator[Iterator[str]]:
+    """Lines of a local file, streamed (newline='' lets the csv module see CRLF pairs)."""
+    try:
+        handle = open(path, encoding="utf-8-sig", errors="replace", newline="")
+    except OSError as exc:
+        raise SourceError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    with handle:
+        yield iter(handle)

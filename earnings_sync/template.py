@@ -1,0 +1,818 @@
+"""Reads the SAM `template.yaml` so the local emulator builds exactly what CloudFormation deploys.
+
+The template is the single source of truth: queue attributes, the redrive policy, the table's
+keys, index and stream, the consumer's batch size and timeout all come from its Properties, so a
+change there reaches local runs and tests without a second copy to keep in step. Only the logical
+IDs of the resources are known here.
+
+Three layers:
+* `load_template` parses the YAML, turning CloudFormation short-form tags into long-form dicts;
+* `build_context` / `resolve` evaluate the intrinsic functions the template uses;
+* `create_resources` creates the queues and the table through boto3 clients (moto, LocalStack or
+  a real account) and returns their physical ids as `LocalResources`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from botocore.exceptions import ClientError
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
+
+# Logical IDs in template.yaml; every property value is read from the template itself.
+DLQ_ID = "EarningsDLQ"
+QUEUE_ID = "EarningsQueue"
+TABLE_ID = "EarningsTable"
+PRODUCER_ID = "ProducerFunction"
+CONSUMER_ID = "ConsumerFunction"
+SERVERLESS_FUNCTION = "AWS::Serverless::Function"
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "123456789012"
+
+
+class TemplateError(Exception):
+    """The template is missing, malformed, or uses something this loader cannot evaluate."""
+
+
+class _NoValue:
+    """`Ref: AWS::NoValue`: removes the enclosing property or list item, as CloudFormation does."""
+
+    _instance: _NoValue | None = None
+
+    def __new__(cls) -> _NoValue:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NO_VALUE"
+
+
+NO_VALUE: Any = _NoValue()
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """SafeLoader that understands `!Ref`, `!GetAtt`, `!Sub`… and keeps dates as strings.
+
+    CloudFormation reads `2010-09-09` as text, so YAML's implicit timestamp type is removed.
+    """
+
+
+CloudFormationLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+_FN_TAGS = (
+    "Sub",
+    "Join",
+    "If",
+    "Equals",
+    "Not",
+    "And",
+    "Or",
+    "Select",
+    "Split",
+    "FindInMap",
+    "Base64",
+    "GetAZs",
+    "ImportValue",
+    "Cidr",
+)
+
+
+def _node_value(loader: yaml.Loader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_mapping(node, deep=True)
+
+
+def _fn_constructor(key: str):
+    def construct(loader: yaml.Loader, node: yaml.Node) -> dict[str, Any]:
+        return {key: _node_value(loader, node)}
+
+    return construct
+
+
+def _construct_getatt(loader: yaml.Loader, node: yaml.Node) -> dict[str, Any]:
+    value = _node_value(loader, node)
+    if isinstance(value, str):
+        logical_id, sep, attribute = value.partition(".")
+        if not sep:
+            raise TemplateError(f"!GetAtt {value!r}: expected 'LogicalId.Attribute'")
+        value = [logical_id, attribute]
+    return {"Fn::GetAtt": value}
+
+
+CloudFormationLoader.add_constructor("!Ref", _fn_constructor("Ref"))
+CloudFormationLoader.add_constructor("!Condition", _fn_constructor("Condition"))
+CloudFormationLoader.add_constructor("!GetAtt", _construct_getatt)
+for _name in _FN_TAGS:
+    CloudFormationLoader.add_constructor(f"!{_name}", _fn_constructor(f"Fn::{_name}"))
+
+
+def load_template(path: str | Path = DEFAULT_TEMPLATE) -> dict[str, Any]:
+    """Parse a CloudFormation/SAM YAML template into plain long-form dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise TemplateError(
+            f"template not found: {path} (the SAM template lives at the repository root; "
+            "pass its path explicitly when running from elsewhere)"
+        )
+    with path.open(encoding="utf-8") as handle:
+        document = yaml.load(handle, Loader=CloudFormationLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
+        raise TemplateError(f"{path}: not a CloudFormation template (no Resources mapping)")
+    return document
+
+
+# --------------------------------------------------------------------------- intrinsic functions
+
+
+def partition_for(region: str) -> str:
+    """The ARN partition of a region, as `AWS::Partition` would report it."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def _parameter_value(name: str, spec: Mapping[str, Any], value: Any) -> Any:
+    """Coerce and check one parameter the way CloudFormation does (Ref of a Number is text)."""
+    kind = spec.get("Type", "String")
+    if kind == "CommaDelimitedList" or kind.startswith("List<"):
+        items = value if isinstance(value, list) else str(value).split(",")
+        return [str(item).strip() for item in items]
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if kind == "Number":
+        try:
+            number = float(text)
+        except ValueError:
+            raise TemplateError(f"parameter {name}: {text!r} is not a number") from None
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            raise TemplateError(f"parameter {name}: {text} < MinValue {spec['MinValue']}")
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            raise TemplateError(f"parameter {name}: {text} > MaxValue {spec['MaxValue']}")
+    allowed = spec.get("AllowedValues")
+    if allowed is not None and text not in [str(a) for a in allowed]:
+        raise TemplateError(f"parameter {name}: {text!r} not in AllowedValues {allowed}")
+    pattern = spec.get("AllowedPattern")
+    if pattern is not None and not re.fullmatch(pattern, text):
+        raise TemplateError(f"parameter {name}: {text!r} does not match {pattern!r}")
+    return text
+
+
+def build_context(
+    template: Mapping[str, Any],
+    *,
+    parameter_overrides: Mapping[str, Any] | None = None,
+    region: str = DEFAULT_REGION,
+    account_id: str = DEFAULT_ACCOUNT_ID,
+    stack_name: str = "earnings-sync",
+    resources: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Mapping[str, Any]] | None = None,
+    keep_unresolved: bool = False,
+) -> dict[str, Any]:
+    """Everything `resolve` needs: parameters (defaults + overrides), pseudo parameters, mappings,
+    evaluated conditions, and the physical ids / attributes of resources created so far.
+
+    With `keep_unresolved`, a Ref/GetAtt to a template resource that is not in `resources` /
+    `attributes` is left as its intrinsic instead of raising (for reading a template before, or
+    without, creating anything).
+    """
+    specs: Mapping[str, Any] = template.get("Parameters") or {}
+    overrides = dict(parameter_overrides or {})
+    unknown = sorted(set(overrides) - set(specs))
+    if unknown:
+        raise TemplateError(f"unknown parameter override(s): {', '.join(unknown)}")
+    parameters: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if name in overrides:
+            raw = overrides[name]
+        elif "Default" in spec:
+            raw = spec["Default"]
+        else:
+            raise TemplateError(f"parameter {name} has no Default and no override")
+        parameters[name] = _parameter_value(name, spec, raw)
+
+    context: dict[str, Any] = {
+        "parameters": parameters,
+        "pseudo": {
+            "AWS::Region": region,
+            "AWS::AccountId": account_id,
+            "AWS::Partition": partition_for(region),
+            "AWS::StackName": stack_name,
+            "AWS::StackId": (
+                f"arn:{partition_for(region)}:cloudformation:{region}:{account_id}:"
+                f"stack/{stack_name}/00000000-0000-0000-0000-000000000000"
+            ),
+            "AWS::URLSuffix": "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com",
+            "AWS::NotificationARNs": [],
+        },
+        "mappings": template.get("Mappings") or {},
+        "resource_ids": frozenset(template.get("Resources") or {}),
+        "resources": dict(resources or {}),
+        "attributes": {key: dict(value) for key, value in (attributes or {}).items()},
+        "keep_unresolved": keep_unresolved,
+        "conditions": {},
+    }
+    pending: dict[str, Any] = dict(template.get("Conditions") or {})
+    conditions: dict[str, bool] = context["conditions"]
+
+    def evaluate(name: str, stack: tuple[str, ...]) -> bool:
+        if name in conditions:
+            return conditions[name]
+        if name not in pending:
+            raise TemplateError(f"unknown condition {name!r}")
+        if name in stack:
+            raise TemplateError(f"circular condition: {' -> '.join((*stack, name))}")
+        previous = context.get("_condition_hook")
+        context["_condition_hook"] = lambda inner: evaluate(inner, (*stack, name))
+        try:
+            result = resolve(pending[name], context)
+        finally:
+            context["_condition_hook"] = previous
+        if not isinstance(result, bool):
+            raise TemplateError(f"condition {name!r} did not evaluate to a boolean: {result!r}")
+        conditions[name] = result
+        return result
+
+    for name in pending:
+        evaluate(name, ())
+    context.pop("_condition_hook", None)
+    return context
+
+
+class _Unresolved(Exception):
+    """A resource reference not known yet (only raised with keep_unresolved)."""
+
+
+def _scalar_text(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise TemplateError(f"{where}: expected a string, got {value!r}")
+
+
+def _ref(name: Any, context: Mapping[str, Any]) -> Any:
+    if not isinstance(name, str):
+        raise TemplateError(f"Ref: expected a name, got {name!r}")
+    if name == "AWS::NoValue":
+        return NO_VALUE
+    if name in context.get("pseudo", {}):
+        return context["pseudo"][name]
+    if name in context.get("parameters", {}):
+        return context["parameters"][name]
+    if name in context.get("resources", {}):
+        return context["resources"][name]
+    if name in context.get("resource_ids", ()):
+        if context.get("keep_unresolved"):
+            raise _Unresolved(name)
+        raise TemplateError(f"Ref {name}: resource has no physical id in this context")
+    raise TemplateError(f"Ref {name}: not a parameter, pseudo parameter or known resource")
+
+
+def _getatt(args: Any, context: Mapping[str, Any]) -> Any:
+    if isinstance(args, str):
+        args = args.split(".", 1)
+    if not isinstance(args, list) or len(args) != 2:
+        raise TemplateError(f"Fn::GetAtt: expected [LogicalId, Attribute], got {args!r}")
+    logical_id = args[0]
+    attribute = _scalar_text(_eval(args[1], context), "Fn::GetAtt attribute")
+    known = context.get("attributes", {}).get(logical_id)
+    if known is not None and attribute in known:
+        return known[attribute]
+    if logical_id in context.get("resource_ids", ()) and context.get("keep_unresolved"):
+        raise _Unresolved(f"{logical_id}.{attribute}")
+    available = sorted(known) if known else []
+    raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute}: unknown in this context (known: {available})")
+
+
+_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def _sub(args: Any, context: Mapping[str, Any]) -> str:
+    if isinstance(args, str):
+        text, variables = args, {}
+    elif isinstance(args, list) and len(args) == 2 and isinstance(args[0], str):
+        text, variables = args[0], {k: _eval(v, context) for k, v in (args[1] or {}).items()}
+    else:
+        raise TemplateError(f"Fn::Sub: expected a string or [string, {{vars}}], got {args!r}")
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        if name.startswith("!"):  # ${!Literal} is the escape for a literal ${Literal}
+            return "${" + name[1:] + "}"
+        if name in variables:
+            value = variables[name]
+        elif "." in name and not name.startswith("AWS::"):
+            value = _getatt(name.split(".", 1), context)
+        else:
+            value = _ref(name, context)
+        return _scalar_text(value, f"Fn::Sub ${{{name}}}")
+
+    return _SUB_VARIABLE.sub(replace, text)
+
+
+def _args(name: str, value: Any, count: int) -> list[Any]:
+    if not isinstance(value, list) or len(value) != count:
+        raise TemplateError(f"{name}: expected a list of {count} arguments, got {value!r}")
+    return value
+
+
+def _as_condition(value: Any, context: Mapping[str, Any], where: str) -> bool:
+    result = _eval(value, context)
+    if not isinstance(result, bool):
+        raise TemplateError(f"{where}: expected a condition, got {result!r}")
+    return result
+
+
+def _condition(name: Any, context: Mapping[str, Any]) -> bool:
+    if not isinstance(name, str):
+        raise TemplateError(f"Condition: expected a name, got {name!r}")
+    conditions = context.get("conditions", {})
+    if name in conditions:
+        return conditions[name]
+    hook = context.get("_condition_hook")
+    if hook is not None:  # while build_context evaluates the Conditions section
+        return hook(name)
+    raise TemplateError(f"unknown condition {name!r}")
+
+
+def _comparable(value: Any) -> Any:
+    return value if isinstance(value, list) else _scalar_text(value, "Fn::Equals")
+
+
+def _intrinsic(key: str, args: Any, context: Mapping[str, Any]) -> Any:
+    if key == "Ref":
+        return _ref(args, context)
+    if key == "Condition":
+        return _condition(args, context)
+    if key == "Fn::GetAtt":
+        return _getatt(args, context)
+    if key == "Fn::Sub":
+        return _sub(args, context)
+    if key == "Fn::Join":
+        delimiter, items = _args(key, args, 2)
+        items = _eval(items, context)
+        if not isinstance(items, list):
+            raise TemplateError(f"Fn::Join: expected a list of values, got {items!r}")
+        return _scalar_text(delimiter, key).join(_scalar_text(i, key) for i in items)
+    if key == "Fn::If":
+        name, when_true, when_false = _args(key, args, 3)
+        return _eval(when_true if _condition(name, context) else when_false, context)
+    if key == "Fn::Equals":
+        left, right = _args(key, args, 2)
+        return _comparable(_eval(left, context)) == _comparable(_eval(right, context))
+    if key == "Fn::Not":
+        (inner,) = _args(key, args, 1)
+        return not _as_condition(inner, context, key)
+    if key in ("Fn::And", "Fn::Or"):
+        if not isinstance(args, list) or not 2 <= len(args) <= 10:
+            raise TemplateError(f"{key}: expected 2 to 10 conditions, got {args!r}")
+        results = [_as_condition(item, context, key) for item in args]
+        return all(results) if key == "Fn::And" else any(results)
+    if key == "Fn::Select":
+        index, items = _args(key, args, 2)
+        index, items = _eval(index, context), _eval(items, context)
+        try:
+            position = int(index)
+        except (TypeError, ValueError):
+            raise TemplateError(f"Fn::Select: index {index!r} is not an integer") from None
+        if not isinstance(items, list) or not 0 <= position < len(items):
+            raise TemplateError(f"Fn::Select: index {position} out of range for {items!r}")
+        return items[position]
+    if key == "Fn::Split":
+        delimiter, source = _args(key, args, 2)
+        return _scalar_text(_eval(source, context), key).split(_scalar_text(delimiter, key))
+    if key == "Fn::FindInMap":
+        names = [_scalar_text(_eval(a, context), key) for a in _args(key, args, 3)]
+        try:
+            return context.get("mappings", {})[names[0]][names[1]][names[2]]
+        except KeyError:
+            raise TemplateError(f"Fn::FindInMap: no entry {names}") from None
+    raise TemplateError(f"{key}: not supported by the local template resolver")
+
+
+def _is_intrinsic(value: Mapping[str, Any]) -> bool:
+    if len(value) != 1:
+        return False
+    (key,) = value
+    return key in ("Ref", "Condition") or (isinstance(key, str) and key.startswith("Fn::"))
+
+
+def _resolve(value: Any, context: Mapping[str, Any], keep: bool) -> Any:
+    """Recursive worker. `keep`: leave unknown resource references in place; it is only honoured
+    in plain data, so an intrinsic whose argument cannot be resolved is kept whole."""
+    if isinstance(value, dict):
+        if _is_intrinsic(value):
+            ((key, args),) = value.items()
+            return _intrinsic(key, args, context)
+        resolved = {}
+        for key, item in value.items():
+            item = _resolve_item(item, context, keep)
+            if item is not NO_VALUE:
+                resolved[key] = item
+        return resolved
+    if isinstance(value, list):
+        items = [_resolve_item(item, context, keep) for item in value]
+        return [item for item in items if item is not NO_VALUE]
+    return value
+
+
+def _resolve_item(value: Any, context: Mapping[str, Any], keep: bool) -> Any:
+    if not keep:
+        return _resolve(value, context, False)
+    try:
+        return _resolve(value, context, True)
+    except _Unresolved:
+        return value
+
+
+def _eval(value: Any, context: Mapping[str, Any]) -> Any:
+    """Resolve an intrinsic's argument: an unknown reference there makes the whole call unknown."""
+    return _resolve(value, context, False)
+
+
+def resolve(value: Any, context: Mapping[str, Any]) -> Any:
+    """Evaluate the intrinsic functions in `value` against a `build_context` context.
+
+    Supports Ref (parameters, pseudo parameters, resources), Fn::GetAtt, Fn::Sub, Fn::Join,
+    Fn::If/Equals/Not/And/Or, Condition, Fn::Select, Fn::Split and Fn::FindInMap; anything
+    else raises `TemplateError`. `AWS::NoValue` drops the enclosing key or list item.
+    """
+    return _resolve_item(value, context, bool(context.get("keep_unresolved")))
+
+
+# --------------------------------------------------------------------------- template queries
+
+
+def _resource(template: Mapping[str, Any], logical_id: str, expected_type: str | None = None) -> dict:
+    resource = (template.get("Resources") or {}).get(logical_id)
+    if not isinstance(resource, dict):
+        raise TemplateError(f"resource {logical_id!r} not found in the template")
+    if expected_type is not None and resource.get("Type") != expected_type:
+        raise TemplateError(f"{logical_id}: expected {expected_type}, found {resource.get('Type')}")
+    return resource
+
+
+def _merge_globals(base: Any, override: Any) -> Any:
+    """SAM's Globals rule: maps merge, lists append, scalars are replaced."""
+    if isinstance(base, dict) and isinstance(override, dict) and not _is_intrinsic(override):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge_globals(base[key], value) if key in base else value
+        return merged
+    if isinstance(base, list) and isinstance(override, list):
+        return [*base, *override]
+    return override
+
+
+def function_properties(template: Mapping[str, Any], function_logical_id: str) -> dict[str, Any]:
+    """A Serverless function's Properties with `Globals.Function` merged in (unresolved)."""
+    resource = _resource(template, function_logical_id, SERVERLESS_FUNCTION)
+    globals_ = ((template.get("Globals") or {}).get("Function")) or {}
+    return _merge_globals(globals_, resource.get("Properties") or {})
+
+
+def event_source(
+    template: Mapping[str, Any],
+    function_logical_id: str,
+    event_type: str,
+    *,
+    context: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Resolved Properties of the function's single event of `event_type` (SQS, DynamoDB, …).
+
+    Without a context, parameters take their defaults and references to resources that do not
+    exist yet (e.g. `Queue: !GetAtt EarningsQueue.Arn`) are left as intrinsics.
+    """
+    events = function_properties(template, function_logical_id).get("Events") or {}
+    matches = [e for e in events.values() if isinstance(e, dict) and e.get("Type") == event_type]
+    if len(matches) != 1:
+        raise TemplateError(
+            f"{function_logical_id}: expected exactly one {event_type} event, found {len(matches)}"
+        )
+    if context is None:
+        context = build_context(template, keep_unresolved=True)
+    return resolve(matches[0].get("Properties") or {}, context)
+
+
+def function_timeout(
+    template: Mapping[str, Any], function_logical_id: str, context: Mapping[str, Any] | None = None
+) -> int:
+    """The function's Timeout in seconds (3, Lambda's default, when neither it nor Globals set one)."""
+    timeout = function_properties(template, function_logical_id).get("Timeout", 3)
+    return int(resolve(timeout, context if context is not None else build_context(template)))
+
+
+def function_environment(
+    template: Mapping[str, Any], function_logical_id: str, context: Mapping[str, Any]
+) -> dict[str, str]:
+    """The function's resolved environment (Globals merged), values as Lambda sees them: text."""
+    variables = (function_properties(template, function_logical_id).get("Environment") or {}).get(
+        "Variables"
+    ) or {}
+    try:
+        resolved = resolve(variables, context)
+    except TemplateError as exc:
+        raise TemplateError(f"{function_logical_id} environment: {exc}") from exc
+    return {name: _scalar_text(value, f"{function_logical_id}.{name}") for name, value in resolved.items()}
+
+
+# --------------------------------------------------------------------------- local resources
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    """Physical ids of what `create_resources` built, plus the settings the emulator needs."""
+
+    table_name: str
+    table_arn: str
+    stream_arn: str | None
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    dlq_arn: str
+    max_receive_count: int
+    consumer_batch_size: int
+    consumer_function_response_types: tuple[str, ...]
+    consumer_timeout: int
+    queue_visibility_timeout: int
+    # logical id -> resolved Environment.Variables (Globals merged), for every Serverless function
+    environments: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+
+
+# CloudFormation AWS::SQS::Queue property -> SQS attribute name. Anything else is rejected, so a
+# new property in the template is never silently ignored locally.
+_QUEUE_ATTRIBUTES = {
+    "ContentBasedDeduplication": "ContentBasedDeduplication",
+    "DeduplicationScope": "DeduplicationScope",
+    "DelaySeconds": "DelaySeconds",
+    "FifoQueue": "FifoQueue",
+    "FifoThroughputLimit": "FifoThroughputLimit",
+    "KmsDataKeyReusePeriodSeconds": "KmsDataKeyReusePeriodSeconds",
+    "KmsMasterKeyId": "KmsMasterKeyId",
+    "MaximumMessageSize": "MaximumMessageSize",
+    "MessageRetentionPeriod": "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds": "ReceiveMessageWaitTimeSeconds",
+    "RedriveAllowPolicy": "RedriveAllowPolicy",
+    "RedrivePolicy": "RedrivePolicy",
+    "SqsManagedSseEnabled": "SqsManagedSseEnabled",
+    "VisibilityTimeout": "VisibilityTimeout",
+}
+# Encryption settings: applied when the endpoint accepts them, dropped when it does not.
+_OPTIONAL_QUEUE_ATTRIBUTES = frozenset(
+    {"SqsManagedSseEnabled", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds"}
+)
+
+
+def _queue_attributes(properties: Mapping[str, Any], logical_id: str) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for name, value in properties.items():
+        if name in ("QueueName", "Tags"):
+            continue
+        if name not in _QUEUE_ATTRIBUTES:
+            raise TemplateError(f"{logical_id}: property {name} is not supported locally")
+        if name == "RedrivePolicy":
+            value = dict(value)
+            if "maxReceiveCount" in value:
+                value["maxReceiveCount"] = int(value["maxReceiveCount"])
+            text = json.dumps(value, separators=(",", ":"))
+        elif isinstance(value, dict):
+            text = json.dumps(value, separators=(",", ":"))
+        else:
+            text = _scalar_text(value, f"{logical_id}.{name}")
+        attributes[_QUEUE_ATTRIBUTES[name]] = text
+    return attributes
+
+
+def _client_error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str((response.get("Error") or {}).get("Code", ""))
+
+
+def _create_queue(
+    sqs_client: Any, name: str, properties: Mapping[str, Any], logical_id: str
+) -> tuple[str, str]:
+    attributes = _queue_attributes(properties, logical_id)
+    kwargs: dict[str, Any] = {"QueueName": name, "Attributes": attributes}
+    tags = {t["Key"]: str(t["Value"]) for t in properties.get("Tags") or []}
+    if tags:
+        kwargs["tags"] = tags
+    try:
+        url = sqs_client.create_queue(**kwargs)["QueueUrl"]
+    except ClientError as exc:
+        if "InvalidAttribute" not in _client_error_code(exc) or not (
+            _OPTIONAL_QUEUE_ATTRIBUTES & set(attributes)
+        ):
+            raise
+        kwargs["Attributes"] = {k: v for k, v in attributes.items() if k not in _OPTIONAL_QUEUE_ATTRIBUTES}
+        url = sqs_client.create_queue(**kwargs)["QueueUrl"]
+    arn = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+# Table properties handled after CreateTable, each with its own API call.
+_TABLE_POST_CREATE = frozenset({"PointInTimeRecoverySpecification", "TimeToLiveSpecification"})
+_TABLE_DIRECT = frozenset(
+    {
+        "AttributeDefinitions",
+        "KeySchema",
+        "BillingMode",
+        "ProvisionedThroughput",
+        "LocalSecondaryIndexes",
+        "TableClass",
+        "DeletionProtectionEnabled",
+    }
+)
+_INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput")
+
+
+def _table_request(properties: Mapping[str, Any], table_name: str) -> dict[str, Any]:
+    """CreateTable arguments from AWS::DynamoDB::Table Properties (renaming where the API differs)."""
+    request: dict[str, Any] = {"TableName": table_name}
+    for name, value in properties.items():
+        if name == "TableName" or name in _TABLE_POST_CREATE:
+            continue
+        if name in _TABLE_DIRECT:
+            request[name] = value
+        elif name == "GlobalSecondaryIndexes":
+            request[name] = [{k: index[k] for k in _INDEX_KEYS if k in index} for index in value]
+        elif name == "StreamSpecification":
+            # CloudFormation implies StreamEnabled; the API wants it spelled out.
+            request[name] = {"StreamEnabled": True, "StreamViewType": value["StreamViewType"]}
+        elif name == "SSESpecification":
+            sse = {"Enabled": bool(value.get("SSEEnabled", False))}
+            if "SSEType" in value:
+                sse["SSEType"] = value["SSEType"]
+            if "KMSMasterKeyId" in value:
+                sse["KMSMasterKeyId"] = value["KMSMasterKeyId"]
+            request[name] = sse
+        elif name == "Tags":
+            request[name] = [{"Key": t["Key"], "Value": str(t["Value"])} for t in value]
+        else:
+            raise TemplateError(f"{TABLE_ID}: property {name} is not supported locally")
+    return request
+
+
+def _unsupported(exc: Exception) -> bool:
+    code = _client_error_code(exc)
+    return code in ("UnknownOperationException", "UnrecognizedClientException", "NotImplemented") or (
+        "not" in str(exc).lower() and "support" in str(exc).lower()
+    )
+
+
+def _key_set(key_schema: list[Mapping[str, str]]) -> set[tuple[str, str]]:
+    return {(key["AttributeName"], key["KeyType"]) for key in key_schema}
+
+
+def _create_table(dynamodb_client: Any, properties: Mapping[str, Any], table_name: str) -> dict[str, Any]:
+    request = _table_request(properties, table_name)
+    try:
+        dynamodb_client.create_table(**request)
+    except dynamodb_client.exceptions.ResourceInUseException:
+        # Re-running against the same endpoint: reuse the table if its keys are the template's.
+        existing = dynamodb_client.describe_table(TableName=table_name)["Table"]
+        if _key_set(existing["KeySchema"]) != _key_set(request["KeySchema"]):
+            raise TemplateError(
+                f"table {table_name} already exists with a different key schema; delete it first"
+            ) from None
+    except ClientError as exc:
+        if "SSESpecification" not in request or not _unsupported(exc):
+            raise
+        request.pop("SSESpecification")
+        dynamodb_client.create_table(**request)
+    dynamodb_client.get_waiter("table_exists").wait(
+        TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    )
+
+    pitr = properties.get("PointInTimeRecoverySpecification")
+    if pitr is not None:
+        try:
+            dynamodb_client.update_continuous_backups(
+                TableName=table_name,
+                PointInTimeRecoverySpecification={
+                    "PointInTimeRecoveryEnabled": bool(pitr.get("PointInTimeRecoveryEnabled", False))
+                },
+            )
+        except ClientError as exc:
+            if not _unsupported(exc):
+                raise
+    ttl = properties.get("TimeToLiveSpecification")
+    if ttl is not None and ttl.get("Enabled"):
+        dynamodb_client.update_time_to_live(
+            TableName=table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+        )
+    return dynamodb_client.describe_table(TableName=table_name)["Table"]
+
+
+def create_resources(
+    template: Mapping[str, Any],
+    dynamodb_client: Any,
+    sqs_client: Any,
+    *,
+    name_prefix: str = "",
+    parameter_overrides: Mapping[str, Any] | None = None,
+    region: str = DEFAULT_REGION,
+    account_id: str = DEFAULT_ACCOUNT_ID,
+) -> LocalResources:
+    """Create the DLQ, the queue and the table from the template's own Properties.
+
+    Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`, the resolved table
+    name) so several runs can share one endpoint. Waits until the table is ACTIVE.
+    """
+    context = build_context(
+        template,
+        parameter_overrides=parameter_overrides,
+        region=region,
+        account_id=account_id,
+        stack_name=f"{name_prefix}earnings-sync",
+    )
+
+    def create_queue(logical_id: str, name: str) -> tuple[str, str, dict[str, Any]]:
+        properties = resolve(
+            _resource(template, logical_id, "AWS::SQS::Queue").get("Properties") or {}, context
+        )
+        url, arn = _create_queue(sqs_client, name, properties, logical_id)
+        context["resources"][logical_id] = url
+        context["attributes"][logical_id] = {"Arn": arn, "QueueName": name, "QueueUrl": url}
+        return url, arn, properties
+
+    dlq_url, dlq_arn, _ = create_queue(DLQ_ID, f"{name_prefix}earnings-dlq")
+    queue_url, queue_arn, queue_properties = create_queue(QUEUE_ID, f"{name_prefix}earnings-queue")
+
+    table_properties = resolve(
+        _resource(template, TABLE_ID, "AWS::DynamoDB::Table").get("Properties") or {}, context
+    )
+    table_name = f"{name_prefix}{table_properties.get('TableName', TABLE_ID)}"
+    table = _create_table(dynamodb_client, table_properties, table_name)
+    stream_arn = table.get("LatestStreamArn")
+    context["resources"][TABLE_ID] = table_name
+    context["attributes"][TABLE_ID] = {"Arn": table["TableArn"]}
+    if stream_arn:
+        context["attributes"][TABLE_ID]["StreamArn"] = stream_arn
+
+    sqs_event = event_source(template, CONSUMER_ID, "SQS", context=context)
+    if sqs_event.get("Queue") != queue_arn:
+        raise TemplateError(f"{CONSUMER_ID}'s SQS event does not read {QUEUE_ID}")
+    redrive = queue_properties.get("RedrivePolicy") or {}
+    if "maxReceiveCount" not in redrive:
+        raise TemplateError(f"{QUEUE_ID} has no RedrivePolicy.maxReceiveCount")
+
+    environments = {
+        logical_id: MappingProxyType(function_environment(template, logical_id, context))
+        for logical_id, resource in (template.get("Resources") or {}).items()
+        if isinstance(resource, dict) and resource.get("Type") == SERVERLESS_FUNCTION
+    }
+    return LocalResources(
+        table_name=table_name,
+        table_arn=table["TableArn"],
+        stream_arn=stream_arn,
+        queue_url=queue_url,
+        queue_arn=queue_arn,
+        dlq_url=dlq_url,
+        dlq_arn=dlq_arn,
+        max_receive_count=int(redrive["maxReceiveCount"]),
+        # 10 is the SQS event's documented default when the template leaves BatchSize out.
+        consumer_batch_size=int(sqs_event.get("BatchSize", 10)),
+        consumer_function_response_types=tuple(sqs_event.get("FunctionResponseTypes") or ()),
+        consumer_timeout=function_timeout(template, CONSUMER_ID, context),
+        # 30 s is SQS's own default visibility timeout.
+        queue_visibility_timeout=int(queue_properties.get("VisibilityTimeout", 30)),
+        environments=MappingProxyType(environments),
+    )
+
+
+def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client: Any) -> None:
+    """Remove what `create_resources` made (for runs sharing a long-lived endpoint)."""
+    for url in (resources.queue_url, resources.dlq_url):
+        with contextlib.suppress(sqs_client.exceptions.QueueDoesNotExist):
+            sqs_client.delete_queue(QueueUrl=url)
+    try:
+        dynamodb_client.delete_table(TableName=resources.table_name)
+    except dynamodb_client.exceptions.ResourceNotFoundException:
+        return
+    dynamodb_client.get_waiter("table_not_exists").wait(
+        TableName=resources.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+    )

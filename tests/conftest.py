@@ -1,0 +1,78 @@
+"""Shared fixtures: fake AWS credentials, moto-backed clients, the table and queues from template.yaml."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CSV = ROOT / "samples" / "earnings_calendar_2025-07.csv"
+HEADER = "symbol,name,reportDate,fiscalDateEnding,estimate,currency"
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never reach a real account: fake credentials, fixed region, no endpoint leaking in."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "earnings-sync")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "EarningsSync")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server for the session, on a free loopback port.
+
+    Server mode (not `mock_aws`) so that faults injected at botocore's `before-send` replace the
+    HTTP exchange for real: in-process moto would still apply the request it was stubbing.
+    """
+    from moto.server import ThreadedMotoServer
+
+    from earnings_sync.local import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A clean moto state with the queue, DLQ and table created from template.yaml."""
+    from earnings_sync import aws as aws_clients
+    from earnings_sync.template import create_resources, load_template
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).read()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    aws_clients._cached_client.cache_clear()
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_endpoint)
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_endpoint)
+    resources = create_resources(load_template(), dynamodb, sqs)
+    yield {"dynamodb": dynamodb, "sqs": sqs, "resources": resources, "endpoint": moto_endpoint}
+    aws_clients._cached_client.cache_clear()
+
+
+@pytest.fixture
+def handler_env(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The environment template.yaml gives the functions, resolved against the moto resources."""
+    resources = aws["resources"]
+    for function in ("ProducerFunction", "ConsumerFunction"):
+        for name, value in resources.environments.get(function, {}).items():
+            monkeypatch.setenv(name, str(value))
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+    return aws
+
+
+def csv_text(*rows: str, header: str = HEADER, newline: str = "\n") -> str:
+    return newline.join([header, *rows]) + newline

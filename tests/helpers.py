@@ -1,0 +1,50 @@
+"""Deterministic fault injection at the botocore layer: the real client, the real retry logic."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any):
+        yield self._body
+
+
+def http_response(status: int, body: dict[str, Any], url: str = "http://fault") -> AWSResponse:
+    raw = json.dumps(body).encode()
+    return AWSResponse(url, status, {"Content-Type": "application/x-amz-json-1.0", "Content-Length": str(len(raw))}, _Raw(raw))
+
+
+def dynamodb_error(code: str, message: str = "injected") -> Callable[[Any], AWSResponse]:
+    return lambda request: http_response(400, {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": message})
+
+
+class Faults:
+    """Answer the next N calls of an operation with a canned reply instead of sending them.
+
+    `plan` is a list of reply factories (request → AWSResponse) or None (send the call for real).
+    Every call is counted, so tests can assert how many attempts were made.
+    """
+
+    def __init__(self, client: Any, service: str, operation: str, plan: list[Callable[[Any], AWSResponse] | None]) -> None:
+        self.plan = list(plan)
+        self.calls = 0
+        self.injected = 0
+        client.meta.events.register(f"before-send.{service}.{operation}", self._before_send)
+
+    def _before_send(self, request: Any, **_: Any) -> AWSResponse | None:
+        self.calls += 1
+        if not self.plan:
+            return None
+        reply = self.plan.pop(0)
+        if reply is None:
+            return None
+        self.injected += 1
+        return reply(request)

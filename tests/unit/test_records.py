@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import pytest
+
+from earnings_sync.records import (
+    EarningsRecord,
+    ParseStats,
+    Rejection,
+    UpstreamError,
+    group_by_symbol,
+    parse_csv,
+    record_problem,
+)
+from tests.conftest import HEADER, SAMPLE_CSV, csv_text
+
+GOOD = "A,Agilent Technologies Inc,2025-08-19,2025-07-31,1.37,USD"
+
+
+def parse(text: str | bytes) -> list[EarningsRecord | Rejection]:
+    return list(parse_csv(text))
+
+
+def test_valid_row_becomes_record() -> None:
+    [record] = parse(csv_text(GOOD))
+    assert record == EarningsRecord("A", "2025-08-19", "Agilent Technologies Inc", "2025-07-31", "1.37", "USD")
+    assert record.key == ("A", "2025-08-19")
+
+
+def test_crlf_and_lf_give_the_same_records() -> None:
+    rows = [GOOD, "AABVF,AABVF,2025-09-11,2025-07-31,,USD"]
+    assert parse(csv_text(*rows, newline="\r\n")) == parse(csv_text(*rows))
+
+
+def test_empty_estimate_is_none_and_negative_four_decimals_kept() -> None:
+    empty, negative = parse(csv_text("AABVF,AABVF,2025-09-11,2025-07-31,,USD", "X,Y,2025-09-11,2025-07-31,-0.0123,CAD"))
+    assert empty.estimate is None
+    assert negative.estimate == "-0.0123"
+    assert negative.currency == "CAD"
+
+
+def test_quoted_name_with_commas_and_odd_symbols() -> None:
+    rows = parse(csv_text('BRK.B,"Berkshire Hathaway, Inc. (Class B)",2025-08-02,2025-06-30,4.5,USD', "AAM-PA,x,2025-08-02,2025-06-30,,USD", "B_OLD,b,2025-08-02,2025-06-30,,USD"))
+    assert [r.asset_symbol for r in rows] == ["BRK.B", "AAM-PA", "B_OLD"]
+    assert rows[0].company_name == "Berkshire Hathaway, Inc. (Class B)"
+
+
+def test_seven_column_file_reads_time_of_the_day() -> None:
+    header = HEADER + ",timeOfTheDay"
+    pre, empty = parse(csv_text(GOOD + ",pre-market", GOOD.replace("A,", "AA,", 1) + ",", header=header))
+    assert pre.time_of_the_day == "pre-market"
+    assert empty.time_of_the_day is None
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("A,Agilent,2025-08-19,2025-07-31,1.37", "column_count"),
+        ("A,Agilent,2025-08-19,2025-07-31,1.37,USD,extra", "column_count"),
+        ("a b,Agilent,2025-08-19,2025-07-31,1.37,USD", "bad_symbol"),
+        (",Agilent,2025-08-19,2025-07-31,1.37,USD", "bad_symbol"),
+        ("A,Agilent,2025-02-30,2025-07-31,1.37,USD", "bad_report_date"),
+        ("A,Agilent,19/08/2025,2025-07-31,1.37,USD", "bad_report_date"),
+        ("A,Agilent,2025-08-19,2025-13-01,1.37,USD", "bad_fiscal_date"),
+        ("A,Agilent,2025-08-19,2025-07-31,abc,USD", "bad_estimate"),
+        ("A,Agilent,2025-08-19,2025-07-31,1e5,USD", "bad_estimate"),
+        ("A,Agilent,2025-08-19,2025-07-31,NaN,USD", "bad_estimate"),
+        ("A,Agilent,2025-08-19,2025-07-31,99999999999,USD", "bad_estimate"),
+        ("A,Agilent,2025-08-19,2025-07-31,1.37,usd", "bad_currency"),
+        ("A,Agilent,2025-08-19,2025-07-31,1.37,US", "bad_currency"),
+        ("A,Agilent,2025-08-19,2025-07-31,1.37,", "bad_currency"),
+        ('A,"Agi\x01lent",2025-08-19,2025-07-31,1.37,USD', "bad_name"),
+    ],
+)
+def test_each_rejection_reason_with_line_number(row: str, reason: str) -> None:
+    good, rejected = parse(csv_text(GOOD, row))
+    assert isinstance(good, EarningsRecord)
+    assert isinstance(rejected, Rejection)
+    assert rejected.reason == reason
+    assert rejected.line == 3
+    assert rejected.detail
+
+
+def test_bad_time_of_day_rejected() -> None:
+    [rejected] = parse(csv_text(GOOD + ",lunchtime", header=HEADER + ",timeOfTheDay"))
+    assert isinstance(rejected, Rejection) and rejected.reason == "bad_time_of_day"
+
+
+def test_line_numbers_count_quoted_multiline_fields() -> None:
+    rows = parse(csv_text('A,"two\nlines",2025-08-19,2025-07-31,1,USD', "B,b,bad,2025-07-31,1,USD"))
+    assert isinstance(rows[0], Rejection) and rows[0].reason == "bad_name"
+    assert rows[1].line == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "fragment"),
+    [
+        ('{"Note": "Thank you for using Alpha Vantage! Our standard API call frequency is 5 calls per minute."}', "Note", "call frequency"),
+        ('{"Information": "We have detected your API key as DEMOKEY123 and our standard API rate limit is 25 requests per day."}', "Information", "25 requests per day"),
+        ('{"Error Message": "Invalid API call. Please retry or visit the documentation (https://x/?apikey=DEMOKEY123)."}', "Error Message", "Invalid API call"),
+        ("", "empty", "no data"),
+        ("   \r\n", "empty", "no data"),
+        ("<html><body><h1>502 Bad Gateway</h1></body></html>", "HTML", "502 Bad Gateway"),
+        ('{"weird": 1}', "JSON instead of CSV", "weird"),
+        ("{not json", "malformed JSON", "not json"),
+        ("date,open,close\n2025-01-01,1,2\n", "unexpected header", "date,open,close"),
+        (HEADER + "\nI,n,f,o,r,m,a\n", "I,n,f,o,r,m,a", "quota"),
+    ],
+)
+def test_upstream_error_shapes_are_detected_without_leaking_the_key(body: str, kind: str, fragment: str) -> None:
+    with pytest.raises(UpstreamError) as caught:
+        list(parse_csv(body.encode(), secrets=["DEMOKEY123"]))
+    message = str(caught.value)
+    assert kind in caught.value.kind
+    assert fragment in message
+    assert "DEMOKEY123" not in message
+
+
+def test_duplicate_key_later_row_wins_and_is_counted() -> None:
+    stats = ParseStats()
+    seen: list[tuple[str, str]] = []
+    groups = group_by_symbol(
+        parse_csv(csv_text(
+            "CAKE,Cheesecake Factory Inc,2025-07-29,2025-04-30,0.879,USD",
+            "CAKE,Cheesecake Factory Inc,2025-07-29,2025-06-30,1.05,USD",
+            "A,bad,2025-99-01,2025-06-30,1,USD",
+        )),
+        stats,
+        on_duplicate=lambda a, b: seen.append((a.fiscal_date_ending, b.fiscal_date_ending)),
+    )
+    assert groups["CAKE"]["2025-07-29"].fiscal_date_ending == "2025-06-30"
+    assert stats.rows == 3 and stats.records == 1 and stats.duplicates == 1
+    assert stats.rejected == {"bad_report_date": 1}
+    assert seen == [("2025-04-30", "2025-06-30")]
+
+
+def test_real_sample_parses_completely() -> None:
+    stats = ParseStats()
+    with open(SAMPLE_CSV, newline="") as handle:
+        groups = group_by_symbol(parse_csv(handle), stats)
+    assert stats.rows == 10286
+    assert stats.rejected == {}
+    assert stats.duplicates == 1  # CAKE 2025-07-29, two fiscal periods
+    assert stats.records == sum(len(g) for g in groups.values()) == 10285
+
+
+def test_record_problem_rechecks_records_from_messages() -> None:
+    assert record_problem(EarningsRecord("A", "2025-08-19", "n", "2025-07-31", "1", "USD")) is None
+    assert record_problem(EarningsRecord("A", "2025-08-32", "n", "2025-07-31", "1", "USD")).reason == "bad_report_date"
+    assert record_problem(EarningsRecord(" A", "2025-08-19", "n", "2025-07-31", "1", "USD")) is not None
