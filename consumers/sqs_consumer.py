@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -11,13 +12,13 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
-from earnings_sync.consumer import ConsumerTally, MessageConsumer, MessageContext
-from earnings_sync.observability import emit_consumer_metrics
+from earnings_sync.consumer import ConsumerTally, MessageConsumer, MessageContext, MessageFailed
+from earnings_sync.observability import NAMESPACE, SERVICE, emit_consumer_metrics
 from earnings_sync.settings import Settings
 from earnings_sync.table import EarningsTable
 
-logger = Logger()
-metrics = Metrics()
+logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
+metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE), service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
 # A batch where every message failed is reported item by item too, so metrics still flush.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
@@ -46,7 +47,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             receive_count=int(record.attributes.approximate_receive_count or 1),
             attributes=attributes,
         )
-        consumer.process(record.body, context_, tally)
+        try:
+            consumer.process(record.body, context_, tally)
+        except MessageFailed as exc:
+            logger.warning("message failed, SQS will deliver it again", extra={"reason": str(exc), "receive_count": context_.receive_count})
+            raise
 
     started = time.perf_counter()
     try:

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +57,8 @@ def embedded_emulator() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its state per process, shared by every server in it: start from a clean slate.
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).read()
     env = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -141,7 +144,7 @@ class SqsEventSource:
         self.function_name = function_name
         self.timeout_seconds = timeout_seconds
 
-    def _event(self, messages: list[dict]) -> dict:
+    def build_event(self, messages: list[dict]) -> dict:
         records = []
         for message in messages:
             attributes = message.get("MessageAttributes", {})
@@ -183,7 +186,7 @@ class SqsEventSource:
         stats.invocations += 1
         stats.deliveries += len(messages)
         context = LambdaContext(self.function_name, self.timeout_seconds)
-        result, metrics, error = invoke(self.handler, self._event(messages), context)
+        result, metrics, error = invoke(self.handler, self.build_event(messages), context)
         stats.metrics.update(metrics)
         by_id = {m["MessageId"]: m for m in messages}
         if error is not None or not isinstance(result, dict):
@@ -345,7 +348,7 @@ def run_local(
     started = time.perf_counter()
     progress = Progress(progress_stream)
     tpl = template.load_template(template_path) if template_path else template.load_template()
-    with embedded_emulator() as endpoint:
+    with embedded_emulator() as endpoint, contextlib.ExitStack() as stack:
         sqs = aws.client("sqs")
         dynamodb = aws.client("dynamodb")
         resources = template.create_resources(tpl, dynamodb, sqs, region=REGION, account_id=FAKE_ACCOUNT)
@@ -359,7 +362,7 @@ def run_local(
             from consumers import sqs_consumer
             from producers import app as producer_app
 
-            _route_logs(producer_app.logger, log_stream)
+            stack.enter_context(routed_logs(producer_app.logger, log_stream))
             source = SqsEventSource(
                 sqs,
                 resources.queue_url,
@@ -423,10 +426,17 @@ def run_local(
     return summary
 
 
-def _route_logs(logger: Any, stream: IO[str] | None) -> None:
+@contextlib.contextmanager
+def routed_logs(logger: Any, stream: IO[str] | None) -> Iterator[None]:
     """Handler logs go to a file (or nowhere) locally, so the terminal shows progress and summary."""
     handler = logger.registered_handler
-    handler.setStream(stream if stream is not None else open(os.devnull, "w"))  # noqa: SIM115
+    with contextlib.ExitStack() as stack:
+        target = stream if stream is not None else stack.enter_context(open(os.devnull, "w"))  # noqa: SIM115
+        previous = handler.setStream(target)
+        try:
+            yield
+        finally:
+            handler.setStream(previous)
 
 
 def format_summary(summary: LocalSummary) -> str:

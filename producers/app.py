@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -9,13 +10,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
-from earnings_sync.observability import M, emit_producer_metrics
+from earnings_sync.observability import NAMESPACE, SERVICE, M, emit_producer_metrics
 from earnings_sync.producer import EnqueueError, sync_from_event
 from earnings_sync.records import EarningsRecord, Rejection, UpstreamError
 from earnings_sync.settings import Settings
 
-logger = Logger()
-metrics = Metrics()
+logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
+metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE), service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
 MAX_LOGGED_REJECTIONS = 100
 
 

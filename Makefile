@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SAMPLE := samples/earnings_calendar_2025-07.csv
+
+.PHONY: demo test e2e bench package lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+## demo: run one sync of the bundled real AlphaVantage snapshot through the whole pipeline on moto
+demo: $(STAMP)
+	@mkdir -p build
+	$(BIN)/earnings-sync local $(SAMPLE) --export build/demo-table.jsonl
+
+## test: the whole suite with line and branch coverage of the core, producers and consumers
+test: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
+
+## package: the Lambda code folder template.yaml's CodeUri points at (deps for Linux x86_64, Python 3.11)
+package:
+	rm -rf build/lambda && mkdir -p build/lambda
+	cp -r earnings_sync producers consumers build/lambda/
+	$(PYTHON) -m pip install -q --target build/lambda --platform manylinux2014_x86_64 --python-version 3.11 \
+	  --implementation cp --only-binary=:all: 'aws-lambda-powertools>=3,<4' 'msgspec>=0.18'
+	find build/lambda -name __pycache__ -prune -exec rm -rf {} +
+
+clean:
+	rm -rf build .coverage htmlcov

@@ -1,0 +1,90 @@
+"""`earnings-sync local` end to end: two successive syncs, then a replay of the older one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from earnings_sync.cli import main
+from earnings_sync.local import format_summary, run_local
+from tests.conftest import csv_text
+
+T1, T2 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
+
+OLDER = [
+    "AAPL,Apple Inc,2025-07-31,2025-06-30,1.42,USD",
+    "MSFT,Microsoft Corp,2025-07-29,2025-06-30,3.35,USD",
+    "SHOP,Shopify Inc,2025-08-06,2025-06-30,0.29,CAD",
+    "ZZZ,Zed Co,2025-08-01,2025-06-30,,USD",
+]
+NEWER = [
+    "AAPL,Apple Inc,2025-07-31,2025-06-30,1.45,USD",  # estimate revised
+    "MSFT,Microsoft Corp,2025-07-29,2025-06-30,3.35,USD",  # unchanged
+    "SHOP,Shopify Inc,2025-08-06,2025-06-30,0.29,CAD",  # unchanged
+    "NVDA,NVIDIA Corp,2025-08-27,2025-07-31,1.00,USD",  # new
+    "OOPS,Broken,2025-08-27,2025-07-31,1.0.0,USD",  # rejected
+]
+
+
+def read_jsonl(path: Path) -> dict[tuple[str, str], dict]:
+    return {(r["asset_symbol"], r["earnings_date"]): r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_newer_sync_wins_and_a_replay_of_the_older_changes_nothing(tmp_path: Path) -> None:
+    older, newer = tmp_path / "older.csv", tmp_path / "newer.csv"
+    older.write_text(csv_text(*OLDER))
+    newer.write_text(csv_text(*NEWER, newline="\r\n"))
+    two = tmp_path / "two.jsonl"
+    summary = run_local([str(older), str(newer)], export=str(two), synced_at=[T1, T2])
+    assert summary.ok
+    first, second = summary.syncs
+    assert (first.inserted, first.updated, first.unchanged) == (4, 0, 0)
+    assert (second.inserted, second.updated, second.unchanged, second.stale_skipped) == (1, 1, 2, 0)
+    assert second.rejected == {"bad_estimate": 1} and second.rejections[0]["line"] == 6
+    table = read_jsonl(two)
+    assert table[("AAPL", "2025-07-31")]["estimate"] == 1.45
+    assert table[("AAPL", "2025-07-31")]["lastSyncDate"] == T2
+    assert table[("MSFT", "2025-07-29")]["lastSyncDate"] == T2  # confirmed by the newer sync
+    assert table[("ZZZ", "2025-08-01")]["lastSyncDate"] == T1  # only the older sync listed it
+    assert table[("ZZZ", "2025-08-01")]["estimate"] is None
+    assert set(table[("SHOP", "2025-08-06")]) == {
+        "asset_symbol", "earnings_date", "company_name", "fiscal_date_ending", "estimate", "currency", "lastSyncDate", "sync_id",
+    }
+
+    # The older sync delivered again after the newer one (a DLQ replay, a late duplicate): all stale.
+    three = tmp_path / "three.jsonl"
+    replayed = run_local([str(older), str(newer), str(older)], export=str(three), synced_at=[T1, T2, T1])
+    assert replayed.syncs[2].stale_skipped == 3 and replayed.syncs[2].written == 0
+    after = read_jsonl(three)
+    for key, row in table.items():
+        assert {k: v for k, v in after[key].items() if k != "sync_id"} == {k: v for k, v in row.items() if k != "sync_id"}
+    assert "stale" in format_summary(replayed)
+
+
+def test_cli_json_summary_export_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    older, quota = tmp_path / "older.csv", tmp_path / "quota.csv"
+    older.write_text(csv_text(*OLDER))
+    quota.write_text('{"Information": "Thank you for using Alpha Vantage! 25 requests per day."}')
+    export, log = tmp_path / "out.jsonl", tmp_path / "handlers.log"
+    assert main(["local", str(older), "--json", "--export", str(export), "--log-file", str(log)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ok"] and summary["table_items"] == 4 and summary["syncs"][0]["written"] == 4
+    assert len(export.read_text().splitlines()) == 4
+    assert '"message":"sync enqueued"' in log.read_text()
+
+    assert main(["local", str(older), str(quota)]) == 1
+    out, err = capsys.readouterr()
+    assert "25 requests per day" in err and "UpstreamError" in err
+    assert "ERROR" in out and "older.csv" in out
+
+    assert main(["local", str(tmp_path / "nope.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_console_script_runs_as_a_module(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "earnings_sync", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "local" in done.stdout
