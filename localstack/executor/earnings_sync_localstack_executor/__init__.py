@@ -1,0 +1,1 @@
+"""LocalStack Lambda runtime executor plugin: runs Python functions as local subprocesses."""
