@@ -86,19 +86,19 @@ def build_messages(
     max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> Iterator[tuple[str, int]]:
     """(body, record count) per message, each ≤ max_records and ≤ max_bytes (halved until it fits)."""
-    pending = [rows for rows in pack_records(groups, max_records)]
-    pending.reverse()
-    while pending:
-        rows = pending.pop()
-        body = encode_message(SyncMessage(sync_id=sync_id, synced_at=synced_at, records=rows))
-        if len(body.encode()) > max_bytes:
-            if len(rows) == 1:
-                raise ValueError(f"record {rows[0].key} alone exceeds the {max_bytes}-byte message limit")
-            half = len(rows) // 2
-            pending.append(rows[half:])
-            pending.append(rows[:half])
-            continue
-        yield body, len(rows)
+    for packed in pack_records(groups, max_records):
+        pending = [packed]  # a stack: halves of an oversize message, first half on top
+        while pending:
+            rows = pending.pop()
+            body = encode_message(SyncMessage(sync_id=sync_id, synced_at=synced_at, records=rows))
+            if len(body.encode()) > max_bytes:
+                if len(rows) == 1:
+                    raise ValueError(f"record {rows[0].key} alone exceeds the {max_bytes}-byte message limit")
+                half = len(rows) // 2
+                pending.append(rows[half:])
+                pending.append(rows[:half])
+                continue
+            yield body, len(rows)
 
 
 def batch_entries(

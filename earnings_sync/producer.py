@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import re
 import secrets as _secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from earnings_sync.messages import batch_entries, build_messages
-from earnings_sync.records import EarningsRecord, ParseStats, Rejection, group_by_symbol, parse_csv
+from earnings_sync.records import EarningsRecord, ParseStats, Rejection, iter_symbol_groups, parse_csv, symbols_contiguous
 from earnings_sync.table import backoff_delays
 
 SYNCED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -80,6 +83,11 @@ class SyncReport:
         }
 
 
+def _open_lines(path: Path) -> IO[str]:
+    """Lines of a local file (newline='' lets the csv module see CRLF pairs)."""
+    return open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115
+
+
 class EnqueueError(Exception):
     """Some messages could not be sent after retries; the report lists them."""
 
@@ -122,13 +130,19 @@ class SyncProducer:
 
     def run(
         self,
-        source: str | bytes | Iterable[str],
+        source: str | bytes | Path | Iterable[str],
         *,
         source_name: str,
         synced_at: str | None = None,
         secrets: Iterable[str] = (),
     ) -> SyncReport:
-        """Raises UpstreamError (nothing sent) or EnqueueError (after sending all it could)."""
+        """Raises UpstreamError (nothing sent) or EnqueueError (after sending all it could).
+
+        A re-readable source (text, bytes, a file path) is first scanned for symbol contiguity;
+        when every symbol's rows form one run (AlphaVantage sorts by symbol) records stream through
+        to the queue with memory bounded by one batch, otherwise groups are buffered to the end.
+        Nothing is sent before the header and the first data row have passed the upstream checks.
+        """
         started = time.perf_counter()
         sync_id, synced_at = new_sync_identity(synced_at)
         report = SyncReport(sync_id=sync_id, synced_at=synced_at, source=source_name)
@@ -140,24 +154,25 @@ class SyncProducer:
             if self.on_rejection is not None:
                 self.on_rejection(rejection)
 
-        # Parsing runs to the end before the first send: an upstream error found anywhere (the
-        # quota row, a JSON body) must leave the queue untouched.
-        groups = group_by_symbol(parse_csv(source, secrets), stats, reject, self.on_duplicate)
+        with contextlib.ExitStack() as stack:
+            if isinstance(source, Path):
+                contiguous = symbols_contiguous(stack.enter_context(_open_lines(source)))
+                lines: Iterable[str] | str | bytes = stack.enter_context(_open_lines(source))
+            elif isinstance(source, (str, bytes)):
+                text = source.decode("utf-8-sig", errors="replace") if isinstance(source, bytes) else source
+                contiguous = symbols_contiguous(io.StringIO(text, newline=""))
+                lines = text
+            else:
+                contiguous, lines = False, source
+            groups = iter_symbol_groups(parse_csv(lines, secrets), stats, reject, self.on_duplicate, contiguous=contiguous)
+            bodies = (
+                (body, message_attributes(sync_id, synced_at, count))
+                for body, count in build_messages(groups, sync_id, synced_at, self.max_records, self.max_payload_bytes)
+            )
+            for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):
+                self._send_batch(batch, report)
         report.rows, report.records, report.duplicates = stats.rows, stats.records, stats.duplicates
         report.rejected = stats.rejected
-
-        bodies = (
-            (body, message_attributes(sync_id, synced_at, count))
-            for body, count in build_messages(
-                (g.values() for g in groups.values()),
-                sync_id,
-                synced_at,
-                self.max_records,
-                self.max_payload_bytes,
-            )
-        )
-        for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):
-            self._send_batch(batch, report)
         report.duration_ms = (time.perf_counter() - started) * 1000
         if report.failed_messages:
             raise EnqueueError(report)
@@ -241,8 +256,10 @@ def sync_from_event(
         notification = event["Records"][0].get("s3", {})
         s3_ref = {"bucket": notification.get("bucket", {}).get("name"), "key": notification.get("object", {}).get("key")}
     if event.get("path"):
-        with sources.open_local_csv(event["path"]) as lines:
-            return producer.run(lines, source_name=event["path"], synced_at=synced_at)
+        path = Path(event["path"])
+        if not path.is_file():
+            raise sources.SourceError(f"cannot open {path}: no such file")
+        return producer.run(path, source_name=str(path), synced_at=synced_at)
     if s3_ref:
         bucket, key = s3_ref.get("bucket"), s3_ref.get("key")
         if not bucket or not key:

@@ -13,8 +13,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 import msgspec
@@ -24,10 +23,11 @@ HEADER_7 = (*HEADER_6, "timeOfTheDay")
 
 SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._\-]{0,23}")
 CURRENCY_RE = re.compile(r"[A-Z]{3}")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 ESTIMATE_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 TIMES_OF_DAY = frozenset({"pre-market", "post-market"})
 MAX_NAME_LENGTH = 512
-MAX_ESTIMATE = Decimal("1e9")
+MAX_ESTIMATE_DIGITS = 9
 
 RejectReason = Literal[
     "column_count",
@@ -112,13 +112,24 @@ def _is_information_row(fields: list[str]) -> bool:
     return all(len(f) <= 1 for f in fields) and "".join(fields).lower().startswith("inform")
 
 
+_VALID_DATES: dict[str, str] = {}  # a calendar holds a few hundred distinct dates: parse each once
+
+
 def _iso_date(text: str) -> str | None:
+    known = _VALID_DATES.get(text)
+    if known is not None:
+        return known
     if len(text) != 10:
         return None
     try:
-        return dt.date.fromisoformat(text).isoformat()
+        parsed = dt.date.fromisoformat(text).isoformat()
     except ValueError:
         return None
+    if parsed != text:  # pragma: no cover - 10-character ISO input always round-trips
+        return None
+    if len(_VALID_DATES) < 100_000:
+        _VALID_DATES[text] = parsed
+    return parsed
 
 
 def _estimate(text: str) -> str | None | Literal[False]:
@@ -127,11 +138,8 @@ def _estimate(text: str) -> str | None | Literal[False]:
         return None
     if ESTIMATE_RE.fullmatch(text) is None:
         return False
-    try:
-        value = Decimal(text)
-    except InvalidOperation:  # pragma: no cover - the regex admits only parseable text
-        return False
-    if abs(value) >= MAX_ESTIMATE:
+    integer_digits = len(text.lstrip("-").partition(".")[0].lstrip("0"))
+    if integer_digits > MAX_ESTIMATE_DIGITS:  # |estimate| < 1e9: no EPS is that large
         return False
     return text
 
@@ -156,7 +164,7 @@ def validate_row(fields: list[str], line: int, width: int) -> EarningsRecord | R
     if CURRENCY_RE.fullmatch(currency) is None:
         return Rejection(line, "bad_currency", f"currency {currency[:40]!r}")
     name = fields[1].strip()
-    if len(name) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in name):
+    if len(name) > MAX_NAME_LENGTH or CONTROL_RE.search(name) is not None:
         return Rejection(line, "bad_name", f"name of {len(name)} characters or with control characters")
     time_of_day = None
     if width == 7:
@@ -217,15 +225,32 @@ class ParseStats(msgspec.Struct):
     rejected: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-def group_by_symbol(
+def symbols_contiguous(lines: Iterable[str]) -> bool:
+    """Cheap pre-pass: does every symbol's rows form one run (true of AlphaVantage's sorted files)?
+
+    Looks only at the text before the first comma of each line; a quoted name spanning lines may
+    make it answer False, which only costs memory (the caller then buffers), never correctness.
+    """
+    finished: set[str] = set()
+    current = None
+    iterator = iter(lines)
+    next(iterator, None)  # header
+    for line in iterator:
+        symbol = line.split(",", 1)[0]
+        if symbol != current:
+            if symbol in finished:
+                return False
+            if current is not None:
+                finished.add(current)
+            current = symbol
+    return True
+
+
+def _collect(
     items: Iterable[EarningsRecord | Rejection],
     stats: ParseStats,
-    on_rejection=None,
-    on_duplicate=None,
-) -> dict[str, dict[str, EarningsRecord]]:
-    """Collect records per symbol, keyed by date: a later row with the same key replaces the
-    earlier one (counted in `stats.duplicates`). Rows of one symbol then travel together."""
-    groups: dict[str, dict[str, EarningsRecord]] = {}
+    on_rejection: Callable[[Rejection], None] | None,
+) -> Iterator[tuple[str, EarningsRecord]]:
     for item in items:
         stats.rows += 1
         if isinstance(item, Rejection):
@@ -233,18 +258,72 @@ def group_by_symbol(
             if on_rejection is not None:
                 on_rejection(item)
             continue
-        by_date = groups.get(item.asset_symbol)
+        yield item.asset_symbol, item
+
+
+def _add(
+    by_date: dict[str, EarningsRecord],
+    record: EarningsRecord,
+    stats: ParseStats,
+    on_duplicate: Callable[[EarningsRecord, EarningsRecord], None] | None,
+) -> None:
+    previous = by_date.get(record.earnings_date)
+    if previous is not None:
+        stats.duplicates += 1
+        if on_duplicate is not None:
+            on_duplicate(previous, record)
+    else:
+        stats.records += 1
+    by_date[record.earnings_date] = record
+
+
+def iter_symbol_groups(
+    items: Iterable[EarningsRecord | Rejection],
+    stats: ParseStats,
+    on_rejection: Callable[[Rejection], None] | None = None,
+    on_duplicate: Callable[[EarningsRecord, EarningsRecord], None] | None = None,
+    *,
+    contiguous: bool = False,
+) -> Iterator[list[EarningsRecord]]:
+    """Each symbol's records, keyed rows deduplicated (a later row with the same key replaces the
+    earlier one, counted in `stats.duplicates`), so a symbol's rows can travel in one message.
+
+    With `contiguous=True` (see `symbols_contiguous`) a group is yielded as soon as its run ends:
+    memory stays at one group. Otherwise every group is held until the end of the input.
+    """
+    if contiguous:
+        current: str | None = None
+        by_date: dict[str, EarningsRecord] = {}
+        for symbol, record in _collect(items, stats, on_rejection):
+            if symbol != current:
+                if by_date:
+                    yield list(by_date.values())
+                current, by_date = symbol, {}
+            _add(by_date, record, stats, on_duplicate)
+        if by_date:
+            yield list(by_date.values())
+        return
+    groups: dict[str, dict[str, EarningsRecord]] = {}
+    for symbol, record in _collect(items, stats, on_rejection):
+        by_date = groups.get(symbol)
         if by_date is None:
-            groups[item.asset_symbol] = by_date = {}
-        previous = by_date.get(item.earnings_date)
-        if previous is not None:
-            stats.duplicates += 1
-            if on_duplicate is not None:
-                on_duplicate(previous, item)
-        else:
-            stats.records += 1
-        by_date[item.earnings_date] = item
-    return groups
+            groups[symbol] = by_date = {}
+        _add(by_date, record, stats, on_duplicate)
+    for by_date in groups.values():
+        yield list(by_date.values())
+
+
+def group_by_symbol(
+    items: Iterable[EarningsRecord | Rejection],
+    stats: ParseStats,
+    on_rejection: Callable[[Rejection], None] | None = None,
+    on_duplicate: Callable[[EarningsRecord, EarningsRecord], None] | None = None,
+) -> dict[str, dict[str, EarningsRecord]]:
+    """All groups at once, by symbol then date (for callers that want the whole snapshot)."""
+    grouped: dict[str, dict[str, EarningsRecord]] = {}
+    for group in iter_symbol_groups(items, stats, on_rejection, on_duplicate):
+        grouped[group[0].asset_symbol] = {r.earnings_date: r for r in group}
+    return grouped
 
 
 def record_problem(record: EarningsRecord) -> Rejection | None:

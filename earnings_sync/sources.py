@@ -6,8 +6,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from earnings_sync.settings import Settings
@@ -74,14 +73,3 @@ def read_s3_object(s3: Any, bucket: str, key: str) -> bytes:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:  # noqa: BLE001
         raise SourceError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
-
-
-@contextmanager
-def open_local_csv(path: str) -> Iterator[Iterator[str]]:
-    """Lines of a local file, streamed (newline='' lets the csv module see CRLF pairs)."""
-    try:
-        handle = open(path, encoding="utf-8-sig", errors="replace", newline="")
-    except OSError as exc:
-        raise SourceError(f"cannot open {path}: {exc.strerror or exc}") from exc
-    with handle:
-        yield iter(handle)

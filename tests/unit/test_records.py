@@ -147,3 +147,17 @@ def test_record_problem_rechecks_records_from_messages() -> None:
     assert record_problem(EarningsRecord("A", "2025-08-19", "n", "2025-07-31", "1", "USD")) is None
     assert record_problem(EarningsRecord("A", "2025-08-32", "n", "2025-07-31", "1", "USD")).reason == "bad_report_date"
     assert record_problem(EarningsRecord(" A", "2025-08-19", "n", "2025-07-31", "1", "USD")) is not None
+
+
+def test_contiguity_check_and_streaming_groups() -> None:
+    from earnings_sync.records import iter_symbol_groups, symbols_contiguous
+
+    runs = csv_text("A,a,2025-08-01,2025-06-30,1,USD", "A,a,2025-08-01,2025-06-30,2,USD", "B,b,2025-08-02,2025-06-30,1,USD")
+    scattered = csv_text("A,a,2025-08-01,2025-06-30,1,USD", "B,b,2025-08-02,2025-06-30,1,USD", "A,a,2025-08-01,2025-06-30,2,USD")
+    assert symbols_contiguous(runs.splitlines()) is True
+    assert symbols_contiguous(scattered.splitlines()) is False
+    for text, contiguous in ((runs, True), (scattered, False)):
+        stats = ParseStats()
+        groups = list(iter_symbol_groups(parse_csv(text), stats, contiguous=contiguous))
+        assert [[r.asset_symbol for r in g] for g in groups] == [["A"], ["B"]]
+        assert groups[0][0].estimate == "2" and stats.duplicates == 1 and stats.records == 2
