@@ -25,10 +25,12 @@ from earnings_sync.records import EarningsRecord
 
 Item = dict[str, dict[str, Any]]  # DynamoDB low-level attribute-value map
 Outcome = Literal["inserted", "updated", "unchanged", "stale"]
+WriteMode = Literal["batch", "conditional"]
 
 CONTENT_FIELDS = ("company_name", "fiscal_date_ending", "estimate", "currency", "time_of_the_day")
 ITEM_FIELDS = ("asset_symbol", "earnings_date", *CONTENT_FIELDS, "lastSyncDate", "sync_id")
 BATCH_GET_LIMIT = 100
+BATCH_WRITE_LIMIT = 25
 
 THROTTLE_CODES = frozenset(
     {
@@ -135,6 +137,40 @@ def backoff_delays(attempts: int, base: float = 0.05, cap: float = 5.0) -> Itera
         yield random.uniform(0, min(cap, base * 2**attempt))
 
 
+Decision = Literal["insert", "update", "confirm", "current", "stale"]
+DECISION_OUTCOME: dict[Decision, Outcome] = {
+    "insert": "inserted",
+    "update": "updated",
+    "confirm": "unchanged",  # same content, older sync: only lastSyncDate/sync_id move forward
+    "current": "unchanged",  # this sync already wrote it: nothing to do
+    "stale": "stale",
+}
+
+
+def decide(record: EarningsRecord, item: Item | None, synced_at: str) -> Decision:
+    """The conflict rules, as one pure function of the record and the stored item."""
+    if item is None:
+        return "insert"
+    stored_sync = item.get("lastSyncDate", {}).get("S", "")
+    if stored_sync > synced_at:
+        return "stale"
+    unchanged = same_content(record, item)
+    if unchanged and stored_sync == synced_at:
+        return "current"
+    return "confirm" if unchanged else "update"
+
+
+def _classified(exc: ClientError, operation: str = "") -> Exception:
+    """Throttling → retry the message; ValidationException → this input can never be written."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    prefix = f"{operation}: " if operation else ""
+    if code in THROTTLE_CODES:
+        return RetryableWriteError(f"{prefix}{code} after the SDK's retries")
+    if code == "ValidationException":
+        return PoisonRecordError(f"DynamoDB rejected the record: {exc.response['Error'].get('Message', '')}")
+    return exc
+
+
 class EarningsTable:
     """Adapter around a low-level boto3 DynamoDB client; the client is passed in, never global."""
 
@@ -145,11 +181,15 @@ class EarningsTable:
         *,
         attempts: int = 8,
         sleep: Callable[[float], None] = time.sleep,
+        write_mode: WriteMode = "conditional",
     ) -> None:
+        if write_mode not in ("batch", "conditional"):
+            raise ValueError(f"write_mode must be 'batch' or 'conditional', got {write_mode!r}")
         self.client = client
         self.table_name = table_name
         self.attempts = attempts
         self.sleep = sleep
+        self.write_mode = write_mode
 
     # -- reads ---------------------------------------------------------------------------------
     def batch_get(self, keys: Sequence[tuple[str, str]], result: UpsertResult) -> dict[tuple[str, str], Item]:
@@ -208,16 +248,78 @@ class EarningsTable:
         """Apply one sync's records under the conflict rules; see the module docstring."""
         result = result if result is not None else UpsertResult()
         current = self.batch_get([r.key for r in records], result)
+        if self.write_mode == "batch":
+            self._upsert_batch(records, current, sync_id, synced_at, result)
+            return result
         for index, record in enumerate(records):
-            try:
-                outcome = self._upsert_one(record, current.get(record.key), sync_id, synced_at, result)
-            except PoisonRecordError as exc:
-                result.poison.append((index, str(exc)))
-                continue
-            result.outcomes[outcome] += 1
-            if outcome == "stale":
-                result.stale_keys.append(record.key)
+            self._apply_one(index, record, current.get(record.key), sync_id, synced_at, result)
         return result
+
+    def _apply_one(
+        self, index: int, record: EarningsRecord, item: Item | None, sync_id: str, synced_at: str, result: UpsertResult
+    ) -> None:
+        try:
+            outcome = self._upsert_one(record, item, sync_id, synced_at, result)
+        except PoisonRecordError as exc:
+            result.poison.append((index, str(exc)))
+            return
+        result.outcomes[outcome] += 1
+        if outcome == "stale":
+            result.stale_keys.append(record.key)
+
+    def _upsert_batch(
+        self,
+        records: Sequence[EarningsRecord],
+        current: dict[tuple[str, str], Item],
+        sync_id: str,
+        synced_at: str,
+        result: UpsertResult,
+    ) -> None:
+        """Decide from the state just read, then one BatchWriteItem per 25 writes.
+
+        BatchWriteItem takes no condition: a newer sync writing the same key between our read and
+        our write would be overwritten. The stream consumer guards that window: a MODIFY whose new
+        image carries an older lastSyncDate than its old image is restored (README, "Write path").
+        """
+        last_index = {record.key: index for index, record in enumerate(records)}
+        writes: list[tuple[int, EarningsRecord, Decision]] = []
+        for index, record in enumerate(records):
+            if last_index[record.key] != index:
+                result.outcomes["unchanged"] += 1  # a later row of this message has the same key
+                continue
+            decision = decide(record, current.get(record.key), synced_at)
+            if decision == "stale":
+                result.outcomes["stale"] += 1
+                result.stale_keys.append(record.key)
+            elif decision == "current":
+                result.outcomes["unchanged"] += 1
+            else:
+                writes.append((index, record, decision))
+        for start in range(0, len(writes), BATCH_WRITE_LIMIT):
+            chunk = writes[start : start + BATCH_WRITE_LIMIT]
+            try:
+                self._batch_put([record_to_item(record, sync_id, synced_at) for _, record, _ in chunk], result)
+            except PoisonRecordError:
+                # DynamoDB refused the whole request (one bad item): isolate it record by record.
+                for index, record, _ in chunk:
+                    self._apply_one(index, record, current.get(record.key), sync_id, synced_at, result)
+                continue
+            for _, _, decision in chunk:
+                result.outcomes[DECISION_OUTCOME[decision]] += 1
+
+    def _batch_put(self, items: list[Item], result: UpsertResult) -> None:
+        """BatchWriteItem with UnprocessedItems retried under exponential backoff with full jitter."""
+        request: dict[str, Any] = {self.table_name: [{"PutRequest": {"Item": item}} for item in items]}
+        delays = iter(backoff_delays(self.attempts))
+        while request:
+            response = self._call("BatchWriteItem", result, RequestItems=request)
+            request = response.get("UnprocessedItems") or {}
+            if request:
+                delay = next(delays, None)
+                if delay is None:
+                    raise RetryableWriteError("BatchWriteItem kept returning UnprocessedItems")
+                result.retries += 1
+                self.sleep(delay)
 
     def _upsert_one(
         self,
@@ -227,27 +329,19 @@ class EarningsTable:
         synced_at: str,
         result: UpsertResult,
     ) -> Outcome:
+        """One conditional write on the lastSyncDate just read; a lost race re-reads and re-decides."""
         for _ in range(self.attempts):
+            decision = decide(record, item, synced_at)
+            if decision in ("stale", "current"):
+                return DECISION_OUTCOME[decision]
             if item is None:
-                condition = "attribute_not_exists(asset_symbol)"
-                values: dict[str, Any] = {}
-                outcome: Outcome = "inserted"
-            else:
-                stored_sync = item.get("lastSyncDate", {}).get("S", "")
-                if stored_sync > synced_at:
-                    return "stale"
-                unchanged = same_content(record, item)
-                if unchanged and stored_sync == synced_at:
-                    return "unchanged"  # this sync already wrote it: a redelivery costs nothing
-                if stored_sync:
-                    condition = "lastSyncDate = :read"
-                    values = {":read": {"S": stored_sync}}
-                else:  # an item written without bookkeeping (by hand): claim it
-                    condition = "attribute_not_exists(lastSyncDate)"
-                    values = {}
-                outcome = "unchanged" if unchanged else "updated"
+                condition, values = "attribute_not_exists(asset_symbol)", {}
+            elif "lastSyncDate" in item:
+                condition, values = "lastSyncDate = :read", {":read": item["lastSyncDate"]}
+            else:  # an item written without bookkeeping (by hand): claim it
+                condition, values = "attribute_not_exists(lastSyncDate)", {}
             try:
-                if outcome == "unchanged":
+                if decision == "confirm":
                     response = self.client.update_item(
                         TableName=self.table_name,
                         Key={"asset_symbol": {"S": record.asset_symbol}, "earnings_date": {"S": record.earnings_date}},
@@ -258,30 +352,21 @@ class EarningsTable:
                     )
                     result.count_request("UpdateItem", response)
                 else:
-                    kwargs: dict[str, Any] = {}
-                    if values:
-                        kwargs["ExpressionAttributeValues"] = values
                     response = self.client.put_item(
                         TableName=self.table_name,
                         Item=record_to_item(record, sync_id, synced_at),
                         ConditionExpression=condition,
                         ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                        **kwargs,
+                        **({"ExpressionAttributeValues": values} if values else {}),
                     )
                     result.count_request("PutItem", response)
-                return outcome
+                return DECISION_OUTCOME[decision]
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code == "ConditionalCheckFailedException":
-                    result.count_request("ConditionalCheckFailed")
-                    result.lost_races += 1
-                    item = exc.response.get("Item") or self.get(record.key)
-                    continue
-                if code in THROTTLE_CODES:
-                    raise RetryableWriteError(f"{code} after the SDK's retries") from exc
-                if code == "ValidationException":
-                    raise PoisonRecordError(f"DynamoDB rejected the record: {exc.response['Error'].get('Message', '')}") from exc
-                raise
+                if exc.response.get("Error", {}).get("Code", "") != "ConditionalCheckFailedException":
+                    raise _classified(exc) from exc
+                result.count_request("ConditionalCheckFailed")
+                result.lost_races += 1
+                item = exc.response.get("Item") or self.get(record.key)
         raise RetryableWriteError(f"{record.key} kept losing conditional-write races")
 
     def _call(self, operation: str, result: UpsertResult, **kwargs: Any) -> dict:
@@ -289,10 +374,7 @@ class EarningsTable:
         try:
             response = method(**kwargs)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in THROTTLE_CODES:
-                raise RetryableWriteError(f"{operation}: {code} after the SDK's retries") from exc
-            raise
+            raise _classified(exc, operation) from exc
         result.count_request(operation, response)
         return response
 

@@ -19,9 +19,10 @@ def rec(symbol: str = "AAPL", date: str = "2025-07-31", estimate: str | None = "
     return EarningsRecord(symbol, date, name, "2025-06-30", estimate, "USD")
 
 
-@pytest.fixture
-def table(aws: dict[str, Any]) -> EarningsTable:
-    return EarningsTable(aws["dynamodb"], aws["resources"].table_name, sleep=lambda _: None)
+@pytest.fixture(params=["conditional", "batch"])
+def table(aws: dict[str, Any], request: pytest.FixtureRequest) -> EarningsTable:
+    """Every conflict invariant holds on both write paths."""
+    return EarningsTable(aws["dynamodb"], aws["resources"].table_name, sleep=lambda _: None, write_mode=request.param)
 
 
 def stored(table: EarningsTable, symbol: str = "AAPL", date: str = "2025-07-31") -> dict[str, Any]:
@@ -58,7 +59,10 @@ def test_unchanged_record_only_moves_the_sync_forward(table: EarningsTable) -> N
     table.upsert_records([rec()], "sync-old", OLD)
     result = table.upsert_records([rec()], "sync-new", NEW)
     assert result.outcomes["unchanged"] == 1
-    assert "PutItem" not in result.requests and result.requests["UpdateItem"] == 1
+    if table.write_mode == "conditional":
+        assert "PutItem" not in result.requests and result.requests["UpdateItem"] == 1
+    else:
+        assert result.requests == {"BatchGetItem": 1, "BatchWriteItem": 1}
     assert stored(table)["lastSyncDate"] == NEW and stored(table)["sync_id"] == "sync-new"
 
 
@@ -141,14 +145,16 @@ def test_race_with_an_older_writer_is_won(aws: dict[str, Any]) -> None:
 
 
 def test_throttling_is_retried_by_the_sdk_and_counted(aws: dict[str, Any], table: EarningsTable) -> None:
-    faults = Faults(aws["dynamodb"], "dynamodb", "PutItem", [dynamodb_error("ProvisionedThroughputExceededException")] * 2)
+    operation = "PutItem" if table.write_mode == "conditional" else "BatchWriteItem"
+    faults = Faults(aws["dynamodb"], "dynamodb", operation, [dynamodb_error("ProvisionedThroughputExceededException")] * 2)
     result = table.upsert_records([rec()], "sync-new", NEW)
     assert result.outcomes["inserted"] == 1
     assert faults.calls == 3 and result.retries == 2
 
 
 def test_throttling_beyond_the_retries_raises_retryable(aws: dict[str, Any], table: EarningsTable) -> None:
-    Faults(aws["dynamodb"], "dynamodb", "PutItem", [dynamodb_error("ThrottlingException")] * 50)
+    operation = "PutItem" if table.write_mode == "conditional" else "BatchWriteItem"
+    Faults(aws["dynamodb"], "dynamodb", operation, [dynamodb_error("ThrottlingException")] * 50)
     with pytest.raises(RetryableWriteError, match="ThrottlingException"):
         table.upsert_records([rec()], "sync-new", NEW)
 
@@ -179,6 +185,8 @@ def test_unprocessed_keys_forever_is_retryable(aws: dict[str, Any], table: Earni
 
 
 def test_validation_exception_marks_only_that_record_poison(aws: dict[str, Any], table: EarningsTable) -> None:
+    if table.write_mode == "batch":  # the batch is refused whole, then records are tried one by one
+        Faults(aws["dynamodb"], "dynamodb", "BatchWriteItem", [dynamodb_error("ValidationException", "Item size has exceeded the maximum allowed size")])
     Faults(aws["dynamodb"], "dynamodb", "PutItem", [None, dynamodb_error("ValidationException", "Item size has exceeded the maximum allowed size")])
     result = table.upsert_records([rec("A"), rec("B"), rec("C")], "sync-new", NEW)
     assert result.outcomes["inserted"] == 2
@@ -187,7 +195,7 @@ def test_validation_exception_marks_only_that_record_poison(aws: dict[str, Any],
 
 
 def test_other_client_errors_propagate(aws: dict[str, Any], table: EarningsTable) -> None:
-    Faults(aws["dynamodb"], "dynamodb", "PutItem", [dynamodb_error("AccessDeniedException")])
+    Faults(aws["dynamodb"], "dynamodb", "PutItem" if table.write_mode == "conditional" else "BatchWriteItem", [dynamodb_error("AccessDeniedException")])
     with pytest.raises(ClientError):
         table.upsert_records([rec()], "sync-new", NEW)
 
@@ -203,3 +211,60 @@ def test_many_keys_are_read_in_chunks_of_100(table: EarningsTable) -> None:
 
 def test_poison_error_type_is_exported() -> None:
     assert issubclass(PoisonRecordError, Exception)
+
+
+def batch_table(aws: dict[str, Any]) -> EarningsTable:
+    return EarningsTable(aws["dynamodb"], aws["resources"].table_name, sleep=lambda _: None, write_mode="batch")
+
+
+def test_batch_path_spends_two_requests_per_message(aws: dict[str, Any]) -> None:
+    table = batch_table(aws)
+    records = [rec(f"S{i}") for i in range(25)]
+    first = table.upsert_records(records, "sync-old", OLD)
+    assert first.requests == {"BatchGetItem": 1, "BatchWriteItem": 1} and first.outcomes["inserted"] == 25
+    again = table.upsert_records(records, "sync-new", NEW)
+    assert again.requests == {"BatchGetItem": 1, "BatchWriteItem": 1} and again.outcomes["unchanged"] == 25
+    assert {stored(table, f"S{i}")["lastSyncDate"] for i in range(25)} == {NEW}
+    replay = table.upsert_records(records, "sync-new", NEW)
+    assert replay.requests == {"BatchGetItem": 1} and replay.outcomes["unchanged"] == 25
+
+
+def test_batch_path_retries_unprocessed_items(aws: dict[str, Any]) -> None:
+    import json
+
+    table = batch_table(aws)
+    delays: list[float] = []
+    table.sleep = delays.append
+    Faults(aws["dynamodb"], "dynamodb", "BatchWriteItem",
+           [lambda r: http_response(200, {"UnprocessedItems": json.loads(r.body)["RequestItems"]})])
+    result = table.upsert_records([rec("A"), rec("B")], "sync-new", NEW)
+    assert result.outcomes["inserted"] == 2 and len(delays) == 1 and result.requests["BatchWriteItem"] == 2
+    assert table.get(("A", "2025-07-31")) and table.get(("B", "2025-07-31"))
+    table.attempts = 2
+    Faults(aws["dynamodb"], "dynamodb", "BatchWriteItem",
+           [lambda r: http_response(200, {"UnprocessedItems": json.loads(r.body)["RequestItems"]})] * 5)
+    with pytest.raises(RetryableWriteError, match="UnprocessedItems"):
+        table.upsert_records([rec("C")], "sync-new", NEW)
+
+
+def test_batch_path_keeps_the_last_row_of_a_repeated_key(aws: dict[str, Any]) -> None:
+    table = batch_table(aws)
+    result = table.upsert_records([rec(estimate="1"), rec(estimate="2")], "sync-new", NEW)
+    assert result.outcomes == {"inserted": 1, "updated": 0, "unchanged": 1, "stale": 0}
+    assert stored(table)["estimate"] == Decimal("2")
+
+
+def test_batch_path_race_window_is_left_to_the_stream_guard(aws: dict[str, Any]) -> None:
+    """Documents the trade-off: without a condition, a newer write in the window is overwritten;
+    the stream consumer restores it (tested with the stream consumer)."""
+    name = aws["resources"].table_name
+    client = RacingClient(aws["dynamodb"], name, rec(estimate="7.77"), NEWER)
+    client.batch_write_item = lambda **kw: (client._race(), aws["dynamodb"].batch_write_item(**kw))[1]  # type: ignore[method-assign]
+    table = EarningsTable(client, name, write_mode="batch")
+    table.upsert_records([rec(estimate="3")], "sync-new", NEW)
+    assert stored(table)["lastSyncDate"] == NEW  # regressed until the stream consumer sees the MODIFY
+
+
+def test_unknown_write_mode_is_refused(aws: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="write_mode"):
+        EarningsTable(aws["dynamodb"], "t", write_mode="yolo")  # type: ignore[arg-type]
