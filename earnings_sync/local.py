@@ -52,6 +52,9 @@ def embedded_emulator() -> Iterator[str]:
     """A moto server on a free loopback port; yields its endpoint and points boto3 at it."""
     from moto.server import ThreadedMotoServer
 
+    from earnings_sync import moto_speedups
+
+    moto_speedups.install()  # a Query reads one partition, as on DynamoDB (see the module)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -252,6 +255,15 @@ class SyncSummary:
     invocations: int = 0
     failed_deliveries: int = 0
     dlq_messages: int = 0
+    # the stream consumer, over this sync's changes (and the changes it made itself)
+    stream_records: int = 0
+    validation_passed: int = 0
+    validation_failed: dict[str, int] = field(default_factory=dict)  # rule -> items
+    bookkeeping_only: int = 0
+    superseded_removed: int = 0
+    superseded_conflicts: int = 0
+    regressions_restored: int = 0
+    stream_records_skipped: int = 0  # given up on after the mapping's retries (on-failure queue)
     seconds: float = 0.0
     error: str | None = None
 
@@ -266,6 +278,7 @@ class LocalSummary:
     syncs: list[SyncSummary] = field(default_factory=list)
     table_items: int = 0
     dlq_messages: int = 0
+    stream_failure_messages: int = 0
     seconds: float = 0.0
     export: str | None = None
 
@@ -298,6 +311,15 @@ class LocalSummary:
                     "consumer_invocations": s.invocations,
                     "failed_deliveries": s.failed_deliveries,
                     "dlq_messages": s.dlq_messages,
+                    "stream_records": s.stream_records,
+                    "validation_passed": s.validation_passed,
+                    "validation_failed": s.validation_failed,
+                    "validation_failed_total": sum(s.validation_failed.values()),
+                    "bookkeeping_only": s.bookkeeping_only,
+                    "superseded_removed": s.superseded_removed,
+                    "superseded_conflicts": s.superseded_conflicts,
+                    "regressions_restored": s.regressions_restored,
+                    "stream_records_skipped": s.stream_records_skipped,
                     "seconds": round(s.seconds, 3),
                     "error": s.error,
                 }
@@ -305,6 +327,7 @@ class LocalSummary:
             ],
             "table_items": self.table_items,
             "dlq_messages": self.dlq_messages,
+            "stream_failure_messages": self.stream_failure_messages,
             "seconds": round(self.seconds, 3),
             "export": self.export,
         }
@@ -340,9 +363,15 @@ def run_local(
     log_stream: IO[str] | None = None,
     synced_at: Sequence[str] | None = None,
     template_path: str | None = None,
+    on_ready: Callable[[LocalSummary, RunningEmulator], None] | None = None,
 ) -> LocalSummary:
-    """Run each CSV as a successive sync through the real handlers on an embedded emulator."""
+    """Run each CSV as a successive sync through the real handlers on an embedded emulator.
+
+    `on_ready` runs after the syncs while the emulator is still up (`--serve` blocks in it).
+    """
     from earnings_sync import aws, template
+    from earnings_sync.local_streams import DynamoDBStreamEventSource, merge_stats
+    from earnings_sync.observability import validation_failures_by_rule
     from earnings_sync.table import EarningsTable, export_jsonl
 
     started = time.perf_counter()
@@ -355,11 +384,12 @@ def run_local(
         environment = {
             **resources.environments.get("ProducerFunction", {}),
             **resources.environments.get("ConsumerFunction", {}),
+            **resources.environments.get("StreamConsumerFunction", {}),
             "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "EarningsSync"),
         }
         summary = LocalSummary(endpoint=endpoint)
         with patched_environ({k: str(v) for k, v in environment.items()}):
-            from consumers import sqs_consumer
+            from consumers import sqs_consumer, stream_consumer
             from producers import app as producer_app
 
             stack.enter_context(routed_logs(producer_app.logger, log_stream))
@@ -373,6 +403,12 @@ def run_local(
                 function_name="ConsumerFunction",
                 timeout_seconds=resources.consumer_timeout,
             )
+            # Lambda's stream mapping, with the position kept across syncs.
+            streams = None
+            if resources.stream_mapping is not None:
+                streams = DynamoDBStreamEventSource.from_mapping(
+                    resources.stream_mapping, aws.client("dynamodbstreams"), stream_consumer.lambda_handler, sqs
+                )
             dlq_before = 0
             for number, path in enumerate(csv_paths, start=1):
                 sync = SyncSummary(file=path)
@@ -400,7 +436,22 @@ def run_local(
                     progress.show(f"sync {n}/{len(csv_paths)}: {int(done):,}/{s.records_enqueued:,} records consumed")
 
                 drained = source.drain(show)
+                while streams is not None:  # until the queue and the stream are both quiet
+                    streamed = streams.drain()
+                    sync.stream_records += streamed.records
+                    sync.stream_records_skipped += streamed.skipped_records
+                    drained.metrics.update(streamed.metrics)
+                    again = source.drain()
+                    merge_stats(drained, again)
+                    if again.deliveries == 0:
+                        break
                 metrics = drained.metrics
+                sync.validation_passed = int(metrics[M.VALIDATION_PASSED])
+                sync.validation_failed = validation_failures_by_rule(metrics)
+                sync.bookkeeping_only = int(metrics[M.BOOKKEEPING_ONLY])
+                sync.superseded_removed = int(metrics[M.SUPERSEDED_REMOVED])
+                sync.superseded_conflicts = int(metrics[M.SUPERSEDED_CONFLICTS])
+                sync.regressions_restored = int(metrics[M.REGRESSIONS_RESTORED])
                 sync.inserted = int(metrics[M.RECORDS_INSERTED])
                 sync.updated = int(metrics[M.RECORDS_UPDATED])
                 sync.unchanged = int(metrics[M.RECORDS_UNCHANGED])
@@ -417,13 +468,63 @@ def run_local(
             progress.done()
             table = EarningsTable(dynamodb, resources.table_name)
             summary.dlq_messages = _queue_depth(sqs, resources.dlq_url)
+            if resources.stream_failure_queue_url:
+                summary.stream_failure_messages = _queue_depth(sqs, resources.stream_failure_queue_url)
             if export:
                 summary.table_items = export_jsonl(table, export)
                 summary.export = export
             else:
                 summary.table_items = table.count()
+            if on_ready is not None:
+                summary.seconds = time.perf_counter() - started
+                on_ready(summary, RunningEmulator(endpoint, resources, source))
+                return summary
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@dataclass
+class RunningEmulator:
+    """What `earnings-sync local --serve` keeps up, so other terminals can run `earnings-sync dlq`."""
+
+    endpoint: str
+    resources: Any  # template.LocalResources
+    source: SqsEventSource
+
+    def describe(self) -> str:
+        queue, dlq = (url.rsplit("/", 1)[-1] for url in (self.resources.queue_url, self.resources.dlq_url))
+        return "\n".join(
+            [
+                f"emulator running at {self.endpoint} (Ctrl-C to stop)",
+                f"  queue {queue}, DLQ {dlq}, table {self.resources.table_name}",
+                "  from another terminal:",
+                f"    export AWS_ENDPOINT_URL={self.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION={REGION}",
+                f"    earnings-sync dlq peek {dlq}",
+                f"  messages replayed into {queue} are consumed here, as the Lambda would.",
+            ]
+        )
+
+    def serve(self, stream: IO[str], *, interval: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> int:
+        """Print how to reach the emulator, then consume the queue until Ctrl-C; returns deliveries."""
+        print(self.describe(), file=stream, flush=True)
+        consumed = 0
+        try:
+            while True:
+                stats = DrainStats()
+                if self.source.poll_once(stats) == 0:
+                    sleep(interval)
+                    continue
+                consumed += stats.deliveries
+                dlq_depth = _queue_depth(self.source.sqs, self.resources.dlq_url)
+                print(
+                    f"consumed {stats.deliveries} message(s): {stats.deleted} done, {stats.failed_deliveries} to retry; "
+                    f"DLQ holds {dlq_depth}",
+                    file=stream,
+                    flush=True,
+                )
+        except KeyboardInterrupt:
+            print("stopping the emulator", file=stream, flush=True)
+        return consumed
 
 
 @contextlib.contextmanager
@@ -456,9 +557,21 @@ def format_summary(summary: LocalSummary) -> str:
         for reason, count in sorted(sync.rejected.items()):
             where = [str(r["line"]) for r in sync.rejections if r["reason"] == reason][:5]
             lines.append(f"   rejected {reason}: {count:,} (lines {', '.join(where)}{', …' if count > len(where) else ''})")
+        if sync.stream_records:
+            lines.append(
+                f"   stream: {sync.stream_records:,} records, validation passed {sync.validation_passed:,}, "
+                f"failed {sum(sync.validation_failed.values()):,}, bookkeeping-only {sync.bookkeeping_only:,}, "
+                f"superseded removed {sync.superseded_removed:,}, regressions restored {sync.regressions_restored:,}"
+                + (f", skipped {sync.stream_records_skipped:,}" if sync.stream_records_skipped else "")
+            )
+        for rule, count in sorted(sync.validation_failed.items()):
+            lines.append(f"   validation failed {rule}: {count:,}")
         if sync.error:
             lines.append(f"   ERROR: {sync.error}")
-    lines.append(f"table items: {summary.table_items:,}   DLQ messages: {summary.dlq_messages:,}")
+    lines.append(
+        f"table items: {summary.table_items:,}   DLQ messages: {summary.dlq_messages:,}"
+        + (f"   stream failures: {summary.stream_failure_messages:,}" if summary.stream_failure_messages else "")
+    )
     if summary.export:
         lines.append(f"exported to {summary.export}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -48,9 +48,28 @@ class M(StrEnum):
     DLQ_SENDS = "DlqSends"
     BATCH_DURATION = "BatchDuration"
     DYNAMODB_REQUESTS = "DynamoDBRequests"
+    # stream consumer
+    STREAM_RECORDS_PROCESSED = "StreamRecordsProcessed"
+    STREAM_RECORD_FAILURES = "StreamRecordFailures"
+    VALIDATION_PASSED = "ValidationPassed"
+    VALIDATION_FAILED = "ValidationFailed"  # plus one ValidationFailed_<rule> per rule
+    BOOKKEEPING_ONLY = "BookkeepingOnly"
+    SUPERSEDED_REMOVED = "SupersededRemoved"
+    SUPERSEDED_CONFLICTS = "SupersededConflicts"
+    REGRESSIONS_RESTORED = "RegressionsRestored"
+    REGRESSION_CONFLICTS = "RegressionConflicts"
+    REMOVE_EVENTS = "RemoveEvents"
+    STREAM_BATCH_DURATION = "StreamBatchDuration"
+    STREAM_DYNAMODB_REQUESTS = "StreamDynamoDBRequests"
+    # upcoming-earnings reads (GSI `upcoming-earnings-index`)
+    UPCOMING_QUERIES = "UpcomingIndexQueries"
+    UPCOMING_QUERY_DURATION = "UpcomingQueryDuration"
+    UPCOMING_INDEX_FAILURES = "UpcomingIndexFailures"
+    UPCOMING_SCAN_FALLBACKS = "UpcomingScanFallbacks"
 
 
 REJECTED_PREFIX = f"{M.ROWS_REJECTED}_"
+VALIDATION_FAILED_PREFIX = f"{M.VALIDATION_FAILED}_"
 
 
 def emit_producer_metrics(metrics: Any, report: dict[str, Any]) -> None:
@@ -87,6 +106,50 @@ def emit_consumer_metrics(metrics: Any, tally: Any, duration_ms: float) -> None:
     add(name=M.DLQ_SENDS, unit=MetricUnit.Count, value=tally.dlq_sends)
     add(name=M.DYNAMODB_REQUESTS, unit=MetricUnit.Count, value=sum(tally.requests.values()))
     add(name=M.BATCH_DURATION, unit=MetricUnit.Milliseconds, value=round(duration_ms, 1))
+
+
+def emit_stream_metrics(metrics: Any, tally: Any, duration_ms: float) -> None:
+    """`tally` is a `stream.StreamTally`; one ValidationFailed_<rule> per rule seen."""
+    add = metrics.add_metric
+    add(name=M.STREAM_RECORDS_PROCESSED, unit=MetricUnit.Count, value=tally.records)
+    add(name=M.STREAM_RECORD_FAILURES, unit=MetricUnit.Count, value=tally.failures)
+    add(name=M.VALIDATION_PASSED, unit=MetricUnit.Count, value=tally.validation_passed)
+    add(name=M.VALIDATION_FAILED, unit=MetricUnit.Count, value=tally.validation_failed)
+    for rule, count in sorted(tally.violations.items()):
+        add(name=f"{VALIDATION_FAILED_PREFIX}{rule}", unit=MetricUnit.Count, value=count)
+    add(name=M.BOOKKEEPING_ONLY, unit=MetricUnit.Count, value=tally.bookkeeping_only)
+    add(name=M.SUPERSEDED_REMOVED, unit=MetricUnit.Count, value=tally.superseded_removed)
+    add(name=M.SUPERSEDED_CONFLICTS, unit=MetricUnit.Count, value=tally.superseded_conflicts)
+    add(name=M.REGRESSIONS_RESTORED, unit=MetricUnit.Count, value=tally.regressions_restored)
+    add(name=M.REGRESSION_CONFLICTS, unit=MetricUnit.Count, value=tally.regression_conflicts)
+    add(name=M.REMOVE_EVENTS, unit=MetricUnit.Count, value=tally.removes)
+    add(name=M.STREAM_DYNAMODB_REQUESTS, unit=MetricUnit.Count, value=sum(tally.requests.values()))
+    add(name=M.STREAM_BATCH_DURATION, unit=MetricUnit.Milliseconds, value=round(duration_ms, 1))
+
+
+def upcoming_metrics(result: Any) -> dict[str, float]:
+    """`result` is an `upcoming.UpcomingResult`: the figures a Lambda would emit, by metric name."""
+    return {
+        M.UPCOMING_QUERIES.value: result.queries,
+        M.UPCOMING_QUERY_DURATION.value: round(result.duration_ms, 1),
+        M.UPCOMING_INDEX_FAILURES.value: result.index_failures,
+        M.UPCOMING_SCAN_FALLBACKS.value: int(result.fallback_used),
+    }
+
+
+def emit_upcoming_metrics(metrics: Any, result: Any) -> None:
+    for name, value in upcoming_metrics(result).items():
+        unit = MetricUnit.Milliseconds if name == M.UPCOMING_QUERY_DURATION else MetricUnit.Count
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
+def validation_failures_by_rule(totals: Mapping[str, float]) -> dict[str, int]:
+    """ValidationFailed_<rule> metrics (e.g. from `parse_emf`) → {rule: count}, zero counts dropped."""
+    return {
+        name[len(VALIDATION_FAILED_PREFIX):]: int(value)
+        for name, value in sorted(totals.items())
+        if name.startswith(VALIDATION_FAILED_PREFIX) and value
+    }
 
 
 def parse_emf(lines: Iterable[str]) -> Counter[str]:

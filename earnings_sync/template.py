@@ -34,6 +34,8 @@ QUEUE_ID = "EarningsQueue"
 TABLE_ID = "EarningsTable"
 PRODUCER_ID = "ProducerFunction"
 CONSUMER_ID = "ConsumerFunction"
+STREAM_CONSUMER_ID = "StreamConsumerFunction"
+STREAM_FAILURE_QUEUE_ID = "StreamFailureQueue"
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 
 DEFAULT_REGION = "us-east-1"
@@ -541,6 +543,27 @@ def function_environment(
 
 
 @dataclass(frozen=True)
+class StreamMapping:
+    """The stream consumer's DynamoDB event source mapping, as the template configures it.
+
+    Absent properties take Lambda's documented defaults (BatchSize 100, no bisect, retries and
+    record age -1 = unlimited).
+    """
+
+    function_logical_id: str
+    stream_arn: str
+    starting_position: str
+    batch_size: int
+    bisect_on_error: bool
+    maximum_retry_attempts: int
+    maximum_record_age_seconds: int
+    function_response_types: tuple[str, ...]
+    function_timeout: int
+    on_failure_arn: str | None = None
+    on_failure_url: str | None = None  # the queue behind on_failure_arn, when it is a template queue
+
+
+@dataclass(frozen=True)
 class LocalResources:
     """Physical ids of what `create_resources` built, plus the settings the emulator needs."""
 
@@ -560,6 +583,10 @@ class LocalResources:
     environments: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    # The stream consumer's mapping and its on-failure queue; None when the template has none.
+    stream_mapping: StreamMapping | None = None
+    stream_failure_queue_url: str | None = None
+    stream_failure_queue_arn: str | None = None
 
 
 # CloudFormation AWS::SQS::Queue property -> SQS attribute name. Anything else is rejected, so a
@@ -737,10 +764,12 @@ def create_resources(
     region: str = DEFAULT_REGION,
     account_id: str = DEFAULT_ACCOUNT_ID,
 ) -> LocalResources:
-    """Create the DLQ, the queue and the table from the template's own Properties.
+    """Create the DLQ, the queue, the table and the stream failure queue from the template's own
+    Properties, and read the stream consumer's mapping settings.
 
-    Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`, the resolved table
-    name) so several runs can share one endpoint. Waits until the table is ACTIVE.
+    Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`,
+    `earnings-stream-failures`, the resolved table name) so several runs can share one endpoint.
+    Waits until the table is ACTIVE.
     """
     context = build_context(
         template,
@@ -780,6 +809,13 @@ def create_resources(
     if "maxReceiveCount" not in redrive:
         raise TemplateError(f"{QUEUE_ID} has no RedrivePolicy.maxReceiveCount")
 
+    stream_failure_url = stream_failure_arn = None
+    if STREAM_FAILURE_QUEUE_ID in (template.get("Resources") or {}):
+        stream_failure_url, stream_failure_arn, _ = create_queue(
+            STREAM_FAILURE_QUEUE_ID, f"{name_prefix}earnings-stream-failures"
+        )
+    stream_mapping = _stream_mapping(template, context, stream_arn)
+
     environments = {
         logical_id: MappingProxyType(function_environment(template, logical_id, context))
         for logical_id, resource in (template.get("Resources") or {}).items()
@@ -801,12 +837,45 @@ def create_resources(
         # 30 s is SQS's own default visibility timeout.
         queue_visibility_timeout=int(queue_properties.get("VisibilityTimeout", 30)),
         environments=MappingProxyType(environments),
+        stream_mapping=stream_mapping,
+        stream_failure_queue_url=stream_failure_url,
+        stream_failure_queue_arn=stream_failure_arn,
+    )
+
+
+def _stream_mapping(template: Mapping[str, Any], context: Mapping[str, Any], stream_arn: str | None) -> StreamMapping | None:
+    """The stream consumer's DynamoDB event, resolved against what was created (None without one)."""
+    if STREAM_CONSUMER_ID not in (template.get("Resources") or {}):
+        return None
+    event = event_source(template, STREAM_CONSUMER_ID, "DynamoDB", context=context)
+    if not stream_arn or event.get("Stream") != stream_arn:
+        raise TemplateError(f"{STREAM_CONSUMER_ID}'s DynamoDB event does not read {TABLE_ID}'s stream")
+    on_failure_arn = ((event.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+    on_failure_url = None
+    if on_failure_arn is not None:
+        queues = [attrs for attrs in context["attributes"].values() if attrs.get("Arn") == on_failure_arn]
+        if queues and "QueueUrl" in queues[0]:
+            on_failure_url = queues[0]["QueueUrl"]
+    return StreamMapping(
+        function_logical_id=STREAM_CONSUMER_ID,
+        stream_arn=stream_arn,
+        starting_position=str(event.get("StartingPosition", "TRIM_HORIZON")),
+        batch_size=int(event.get("BatchSize", 100)),
+        bisect_on_error=str(event.get("BisectBatchOnFunctionError", False)).lower() == "true",
+        maximum_retry_attempts=int(event.get("MaximumRetryAttempts", -1)),
+        maximum_record_age_seconds=int(event.get("MaximumRecordAgeInSeconds", -1)),
+        function_response_types=tuple(event.get("FunctionResponseTypes") or ()),
+        function_timeout=function_timeout(template, STREAM_CONSUMER_ID, context),
+        on_failure_arn=on_failure_arn,
+        on_failure_url=on_failure_url,
     )
 
 
 def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client: Any) -> None:
     """Remove what `create_resources` made (for runs sharing a long-lived endpoint)."""
-    for url in (resources.queue_url, resources.dlq_url):
+    for url in (resources.queue_url, resources.dlq_url, resources.stream_failure_queue_url):
+        if url is None:
+            continue
         with contextlib.suppress(sqs_client.exceptions.QueueDoesNotExist):
             sqs_client.delete_queue(QueueUrl=url)
     try:

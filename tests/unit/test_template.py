@@ -14,6 +14,7 @@ from moto import mock_aws
 from earnings_sync.template import (
     CONSUMER_ID,
     DEFAULT_TEMPLATE,
+    STREAM_CONSUMER_ID,
     NO_VALUE,
     LocalResources,
     TemplateError,
@@ -442,7 +443,9 @@ def test_runs_with_different_prefixes_share_an_endpoint_and_reruns_reuse(templat
 
     delete_resources(first, dynamodb, sqs)
     assert dynamodb.list_tables()["TableNames"] == [second.table_name]
-    assert sorted(sqs.list_queues()["QueueUrls"]) == sorted([second.queue_url, second.dlq_url])
+    assert sorted(sqs.list_queues()["QueueUrls"]) == sorted(
+        [second.queue_url, second.dlq_url, second.stream_failure_queue_url]
+    )
 
 
 def test_table_name_override(template: dict, aws) -> None:
@@ -460,3 +463,77 @@ def test_an_unknown_table_property_is_not_silently_ignored(template: dict, aws) 
     changed["Resources"]["EarningsTable"]["Properties"]["KinesisStreamSpecification"] = {"StreamArn": "arn:k"}
     with pytest.raises(TemplateError, match="KinesisStreamSpecification"):
         create_resources(changed, dynamodb, sqs)
+
+
+# --------------------------------------------------------------------------- the stream consumer
+
+
+def test_stream_mapping_settings_come_from_the_template(template: dict, aws) -> None:
+    dynamodb, sqs = aws
+    res = create_resources(template, dynamodb, sqs, name_prefix="s-")
+    event = template["Resources"][STREAM_CONSUMER_ID]["Properties"]["Events"]["TableChanges"]["Properties"]
+    mapping = res.stream_mapping
+    assert mapping is not None and mapping.stream_arn == res.stream_arn
+    assert mapping.starting_position == event["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping.batch_size == event["BatchSize"]
+    assert mapping.bisect_on_error is event["BisectBatchOnFunctionError"] is True
+    assert mapping.maximum_retry_attempts == event["MaximumRetryAttempts"]
+    assert mapping.maximum_record_age_seconds == event["MaximumRecordAgeInSeconds"]
+    assert mapping.function_response_types == ("ReportBatchItemFailures",)
+    assert mapping.function_timeout == template["Resources"][STREAM_CONSUMER_ID]["Properties"]["Timeout"]
+    assert mapping.on_failure_arn == res.stream_failure_queue_arn
+    assert mapping.on_failure_url == res.stream_failure_queue_url
+    assert res.stream_failure_queue_url.endswith("/s-earnings-stream-failures")
+    attrs = sqs.get_queue_attributes(QueueUrl=res.stream_failure_queue_url, AttributeNames=["All"])["Attributes"]
+    props = template["Resources"]["StreamFailureQueue"]["Properties"]
+    assert int(attrs["MessageRetentionPeriod"]) == props["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert attrs["SqsManagedSseEnabled"] == "true"
+    assert res.environments[STREAM_CONSUMER_ID]["TABLE_NAME"] == res.table_name
+
+
+def test_a_changed_batch_size_reaches_the_mapping(template: dict, aws) -> None:
+    dynamodb, sqs = aws
+    changed = copy.deepcopy(template)
+    event = changed["Resources"][STREAM_CONSUMER_ID]["Properties"]["Events"]["TableChanges"]["Properties"]
+    event["BatchSize"] = 7
+    del event["BisectBatchOnFunctionError"], event["MaximumRetryAttempts"]
+    mapping = create_resources(changed, dynamodb, sqs).stream_mapping
+    assert mapping.batch_size == 7
+    assert mapping.bisect_on_error is False and mapping.maximum_retry_attempts == -1  # Lambda's defaults
+
+
+def test_stream_consumer_policy_is_least_privilege(template: dict) -> None:
+    props = template["Resources"][STREAM_CONSUMER_ID]["Properties"]
+    ctx = build_context(
+        template,
+        resources={"EarningsTable": "t"},
+        attributes={
+            "EarningsTable": {"Arn": "arn:table", "StreamArn": "arn:stream"},
+            "StreamFailureQueue": {"Arn": "arn:failures"},
+        },
+    )
+    statements = resolve(props["Policies"], ctx)[0]["Statement"]
+    granted = {}
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in actions:
+            granted.setdefault(action, set()).add(statement["Resource"])
+    assert granted == {
+        "dynamodb:Query": {"arn:table"},
+        "dynamodb:DeleteItem": {"arn:table"},
+        "dynamodb:PutItem": {"arn:table"},
+        "sqs:SendMessage": {"arn:failures"},
+    }
+    event = event_source(template, STREAM_CONSUMER_ID, "DynamoDB", context=ctx)
+    assert event["DestinationConfig"]["OnFailure"]["Destination"] == "arn:failures"
+    assert event["Stream"] == "arn:stream"
+    assert "StreamConsumerLogGroup" in template["Resources"]
+
+
+def test_a_template_without_stream_consumer_has_no_mapping(template: dict, aws) -> None:
+    dynamodb, sqs = aws
+    trimmed = copy.deepcopy(template)
+    for logical_id in (STREAM_CONSUMER_ID, "StreamFailureQueue", "StreamConsumerLogGroup"):
+        del trimmed["Resources"][logical_id]
+    res = create_resources(trimmed, dynamodb, sqs)
+    assert res.stream_mapping is None and res.stream_failure_queue_url is None

@@ -1,0 +1,188 @@
+"""The stream consumer handler on real DynamoDB stream records from moto, and the table it tidies.
+
+Items are written the way the pipeline writes them (`EarningsTable.upsert_records`) or, for what the
+pipeline never does, directly; the stream is then read with dynamodbstreams and fed to the handler.
+Nothing here depends on whether an unchanged overwrite emits a MODIFY (moto does, DynamoDB does not):
+the conflict-safe upsert never overwrites unchanged content with the same sync.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from earnings_sync import aws as aws_clients
+from earnings_sync.observability import M
+from earnings_sync.records import EarningsRecord
+from earnings_sync.table import EarningsTable, record_to_item
+from tests.helpers import Faults, dynamodb_error
+from tests.integration.stream_support import T1, T2, T3, StreamReader, call_handler
+
+
+def rec(symbol: str, date: str, fiscal: str = "2025-06-30", estimate: str | None = "1.00") -> EarningsRecord:
+    return EarningsRecord(symbol, date, f"{symbol} Inc", fiscal, estimate, "USD")
+
+
+class Table:
+    def __init__(self, env: dict[str, Any]) -> None:
+        self.client = env["dynamodb"]
+        self.name = env["resources"].table_name
+        self.table = EarningsTable(self.client, self.name)
+
+    def sync(self, synced_at: str, *records: EarningsRecord) -> None:
+        result = self.table.upsert_records(list(records), f"sync-{synced_at[:10]}", synced_at)
+        assert not result.poison
+
+    def put(self, record: EarningsRecord, synced_at: str, **extra: dict) -> None:
+        """A write around the conflict rules (by hand, a future batch path)."""
+        self.client.put_item(TableName=self.name, Item={**record_to_item(record, f"sync-{synced_at[:10]}", synced_at), **extra})
+
+    def keys(self) -> set[tuple[str, str]]:
+        return {(i["asset_symbol"]["S"], i["earnings_date"]["S"]) for i in self.table.scan()}
+
+    def last_sync(self, symbol: str, date: str) -> str | None:
+        item = self.table.get((symbol, date))
+        return item["lastSyncDate"]["S"] if item else None
+
+
+@pytest.fixture
+def table(handler_env: dict[str, Any]) -> Table:
+    return Table(handler_env)
+
+
+@pytest.fixture
+def stream(handler_env: dict[str, Any]) -> StreamReader:
+    return StreamReader(handler_env)
+
+
+def handler_client() -> Any:
+    """The very client the handler will use (cached per endpoint), to inject faults into."""
+    return aws_clients.client("dynamodb", max_attempts=8)
+
+
+def test_inserts_are_validated_and_nothing_is_removed(table: Table, stream: StreamReader) -> None:
+    table.sync(T1, rec("AAPL", "2025-07-31"), rec("MSFT", "2025-07-29"))
+    event = stream.event()
+    assert [r["eventName"] for r in event["Records"]] == ["INSERT", "INSERT"]
+    response, metrics, _ = call_handler(event)
+    assert response == {"batchItemFailures": []}
+    assert metrics[M.STREAM_RECORDS_PROCESSED] == 2
+    assert metrics[M.VALIDATION_PASSED] == 2 and metrics[M.VALIDATION_FAILED] == 0
+    assert metrics[M.SUPERSEDED_REMOVED] == 0 and metrics["ColdStart"] in (0, 1)
+    assert table.keys() == {("AAPL", "2025-07-31"), ("MSFT", "2025-07-29")}
+
+
+def test_a_rescheduled_date_removes_the_old_one_and_keeps_history(table: Table, stream: StreamReader) -> None:
+    table.sync(T1, rec("AAPL", "2025-04-30", fiscal="2025-03-31"), rec("AAPL", "2025-07-31"), rec("IBM", "2025-07-23"))
+    call_handler(stream.event())
+    table.sync(T2, rec("AAPL", "2025-08-01"), rec("IBM", "2025-07-23"))  # moved; IBM unchanged
+    event = stream.event()
+    assert sorted(r["eventName"] for r in event["Records"]) == ["INSERT", "MODIFY"]
+    response, metrics, logs = call_handler(event)
+    assert response == {"batchItemFailures": []}
+    assert metrics[M.SUPERSEDED_REMOVED] == 1 and metrics[M.BOOKKEEPING_ONLY] == 1
+    assert table.keys() == {("AAPL", "2025-04-30"), ("AAPL", "2025-08-01"), ("IBM", "2025-07-23")}
+    # the delete comes back as a REMOVE record, which is only counted
+    removal = stream.event()
+    assert [r["eventName"] for r in removal["Records"]] == ["REMOVE"]
+    _, metrics, _ = call_handler(removal)
+    assert metrics[M.REMOVE_EVENTS] == 1 and metrics[M.VALIDATION_PASSED] == 0
+
+
+def test_an_older_sync_arriving_late_removes_its_own_item(table: Table, stream: StreamReader) -> None:
+    table.sync(T2, rec("AAPL", "2025-08-01"))
+    call_handler(stream.event())
+    table.sync(T1, rec("AAPL", "2025-07-31"))  # e.g. a DLQ replay of the older snapshot
+    _, metrics, _ = call_handler(stream.event())
+    assert metrics[M.SUPERSEDED_REMOVED] == 1
+    assert table.keys() == {("AAPL", "2025-08-01")}
+
+
+def test_two_dates_from_the_same_sync_are_both_kept(table: Table, stream: StreamReader) -> None:
+    table.sync(T1, rec("AAPL", "2025-07-31"), rec("AAPL", "2025-08-01"))
+    _, metrics, _ = call_handler(stream.event())
+    assert metrics[M.SUPERSEDED_REMOVED] == 0
+    assert table.keys() == {("AAPL", "2025-07-31"), ("AAPL", "2025-08-01")}
+
+
+def test_a_bookkeeping_only_change_costs_no_query(table: Table, stream: StreamReader) -> None:
+    table.sync(T1, rec("AAPL", "2025-07-31"))
+    call_handler(stream.event())
+    table.sync(T2, rec("AAPL", "2025-07-31"))
+    event = stream.event()
+    assert [r["eventName"] for r in event["Records"]] == ["MODIFY"]
+    queries = Faults(handler_client(), "dynamodb", "Query", [])
+    _, metrics, _ = call_handler(event)
+    assert metrics[M.BOOKKEEPING_ONLY] == 1 and metrics[M.VALIDATION_PASSED] == 0
+    assert queries.calls == 0
+    table.sync(T3, rec("AAPL", "2025-07-31", estimate="1.10"))  # a content change does query
+    _, metrics, _ = call_handler(stream.event())
+    assert metrics[M.VALIDATION_PASSED] == 1 and queries.calls == 1
+
+
+def test_a_concurrent_newer_write_wins_over_the_superseded_delete(table: Table, stream: StreamReader) -> None:
+    table.sync(T1, rec("AAPL", "2025-07-31"))
+    call_handler(stream.event())
+    table.sync(T2, rec("AAPL", "2025-08-01"))
+    deletes = Faults(handler_client(), "dynamodb", "DeleteItem", [dynamodb_error("ConditionalCheckFailedException")])
+    response, metrics, _ = call_handler(stream.event())
+    assert response == {"batchItemFailures": []}  # not an error: counted and skipped
+    assert deletes.calls == 1
+    assert metrics[M.SUPERSEDED_CONFLICTS] == 1 and metrics[M.SUPERSEDED_REMOVED] == 0
+    assert ("AAPL", "2025-07-31") in table.keys()
+
+
+def test_an_invalid_item_is_counted_by_rule_and_logged_without_its_content(table: Table, stream: StreamReader) -> None:
+    table.put(rec("ZBAD", "2025-09-01"), T1, currency={"S": "dollars"}, time_of_the_day={"S": "noon"})
+    response, metrics, logs = call_handler(stream.event())
+    assert response == {"batchItemFailures": []}  # bad data is reported, never retried
+    assert metrics[M.VALIDATION_FAILED] == 1
+    assert metrics[f"{M.VALIDATION_FAILED}_bad_currency"] == 1
+    assert metrics[f"{M.VALIDATION_FAILED}_bad_time_of_day"] == 1
+    warning = next(json.loads(line) for line in logs.splitlines() if "consistency rules" in line)
+    assert warning["key"] == ["ZBAD", "2025-09-01"] and warning["rules"] == ["bad_currency", "bad_time_of_day"]
+    assert "dollars" not in logs and "ZBAD Inc" not in logs
+    assert ("ZBAD", "2025-09-01") in table.keys()
+
+
+def test_a_regression_is_restored_unless_a_newer_write_came_first(table: Table, stream: StreamReader) -> None:
+    table.sync(T2, rec("AAPL", "2025-07-31", estimate="2.00"), rec("MSFT", "2025-07-29", estimate="3.00"))
+    call_handler(stream.event())
+    table.put(rec("AAPL", "2025-07-31", estimate="1.00"), T1)  # an older sync overwrote a newer one
+    table.put(rec("MSFT", "2025-07-29", estimate="1.00"), T1)
+    table.put(rec("MSFT", "2025-07-29", estimate="4.00"), T3)  # ...and MSFT moved on since
+    event = stream.event()
+    response, metrics, _ = call_handler(event)
+    assert response == {"batchItemFailures": []}
+    assert metrics[M.REGRESSIONS_RESTORED] == 1 and metrics[M.REGRESSION_CONFLICTS] == 1
+    aapl = table.table.get(("AAPL", "2025-07-31"))
+    assert (Decimal(aapl["estimate"]["N"]), aapl["lastSyncDate"]["S"]) == (Decimal("2"), T2)
+    msft = table.table.get(("MSFT", "2025-07-29"))
+    assert msft["lastSyncDate"]["S"] == T3
+    # the restore is an ordinary newer-over-older MODIFY: validated, not restored again
+    _, metrics, _ = call_handler(stream.event())
+    assert metrics[M.REGRESSIONS_RESTORED] == 0 and metrics[M.VALIDATION_PASSED] == 1
+
+
+def test_a_failing_record_is_reported_by_sequence_number(table: Table, stream: StreamReader) -> None:
+    table.sync(T1, rec("AAPL", "2025-07-31"), rec("MSFT", "2025-07-29"), rec("NVDA", "2025-08-27"))
+    event = stream.event()
+    second = event["Records"][1]["dynamodb"]["SequenceNumber"]
+    Faults(handler_client(), "dynamodb", "Query", [None, dynamodb_error("ValidationException")])
+    response, metrics, logs = call_handler(event)
+    assert response == {"batchItemFailures": [{"itemIdentifier": second}]}
+    assert metrics[M.STREAM_RECORD_FAILURES] == 1 and metrics[M.VALIDATION_PASSED] == 3
+    assert second in logs
+
+
+def test_an_unknown_event_name_fails_only_that_record(table: Table, stream: StreamReader) -> None:
+    table.sync(T1, rec("AAPL", "2025-07-31"))
+    event = stream.event()
+    broken = json.loads(json.dumps(event))
+    broken["Records"][0]["eventName"] = "TRUNCATE"
+    response, metrics, _ = call_handler(broken)
+    assert response["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["dynamodb"]["SequenceNumber"]}]
+    assert metrics[M.STREAM_RECORD_FAILURES] == 1
