@@ -22,6 +22,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
 
+## e2e: the end-to-end tier on LocalStack: host mode installed, started and stopped here (free port),
+## or the instance LOCALSTACK_ENDPOINT names (e.g. docker compose -f localstack/docker-compose.yml up)
+e2e: $(STAMP)
+	@if [ -n "$$LOCALSTACK_ENDPOINT" ]; then \
+	  exec $(BIN)/python -m pytest -p no:cacheprovider -m e2e tests/e2e; \
+	fi; \
+	port="$${LOCALSTACK_PORT:-$$($(BIN)/python -c 'from earnings_sync.local import free_port; print(free_port())')}"; \
+	trap 'LOCALSTACK_PORT='"$$port"' bash localstack/hostmode.sh stop' EXIT; \
+	LOCALSTACK_PORT="$$port" LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC="$${LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC:-1}" \
+	  bash localstack/hostmode.sh start && \
+	LOCALSTACK_ENDPOINT="http://127.0.0.1:$$port" $(BIN)/python -m pytest -p no:cacheprovider -m e2e tests/e2e
+
 ## package: the Lambda code folder template.yaml's CodeUri points at (deps for Linux x86_64, Python 3.11)
 package:
 	rm -rf build/lambda && mkdir -p build/lambda

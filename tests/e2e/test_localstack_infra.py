@@ -1,6 +1,7 @@
 """Smoke test of the LocalStack setup (localstack/hostmode.sh or docker compose).
 
-Needs LOCALSTACK_ENDPOINT (e.g. http://127.0.0.1:4566). Proves that DynamoDB (+ stream), SQS with a
+Runs against the `localstack_endpoint` fixture (tests/e2e/conftest.py: LOCALSTACK_ENDPOINT, or host
+mode started for the run). Proves that DynamoDB (+ stream), SQS with a
 DLQ, and Lambda with LocalStack's real SQS event source mapping (ReportBatchItemFailures) work.
 """
 
@@ -18,7 +19,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-ENDPOINT = os.environ.get("LOCALSTACK_ENDPOINT")
+ENDPOINT: str | None = None  # set by the `stack` fixture from `localstack_endpoint`
 REGION = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
 
 HANDLER_SOURCE = '''
@@ -81,9 +82,9 @@ def _zip(source: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def stack():
-    if not ENDPOINT:
-        pytest.skip("LOCALSTACK_ENDPOINT is not set (start LocalStack: bash localstack/hostmode.sh start)")
+def stack(localstack_endpoint):
+    global ENDPOINT
+    ENDPOINT = localstack_endpoint
     suffix = uuid.uuid4().hex[:10]
     ddb, sqs, lam, iam = (_client(s) for s in ("dynamodb", "sqs", "lambda", "iam"))
     names = {"table": f"smoke-{suffix}", "queue": f"smoke-{suffix}", "dlq": f"smoke-{suffix}-dlq",
