@@ -28,6 +28,7 @@ def build_consumer(settings: Settings) -> MessageConsumer:
         aws.client("dynamodb", max_attempts=settings.aws_max_attempts),
         settings.table_name,
         attempts=settings.write_attempts,
+        write_mode=settings.write_mode,
     )
     return MessageConsumer(table, aws.client("sqs"), settings.dlq_url, settings.max_receive_count)
 

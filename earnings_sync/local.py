@@ -263,6 +263,7 @@ class SyncSummary:
     superseded_removed: int = 0
     superseded_conflicts: int = 0
     regressions_restored: int = 0
+    dynamodb_requests: dict[str, int] = field(default_factory=dict)  # by kind, consumer + stream consumer
     stream_records_skipped: int = 0  # given up on after the mapping's retries (on-failure queue)
     seconds: float = 0.0
     error: str | None = None
@@ -319,6 +320,8 @@ class LocalSummary:
                     "superseded_removed": s.superseded_removed,
                     "superseded_conflicts": s.superseded_conflicts,
                     "regressions_restored": s.regressions_restored,
+                    "dynamodb_requests": s.dynamodb_requests,
+                    "dynamodb_requests_total": sum(s.dynamodb_requests.values()),
                     "stream_records_skipped": s.stream_records_skipped,
                     "seconds": round(s.seconds, 3),
                     "error": s.error,
@@ -371,7 +374,7 @@ def run_local(
     """
     from earnings_sync import aws, template
     from earnings_sync.local_streams import DynamoDBStreamEventSource, merge_stats
-    from earnings_sync.observability import validation_failures_by_rule
+    from earnings_sync.observability import requests_by_kind, validation_failures_by_rule
     from earnings_sync.table import EarningsTable, export_jsonl
 
     started = time.perf_counter()
@@ -452,6 +455,7 @@ def run_local(
                 sync.superseded_removed = int(metrics[M.SUPERSEDED_REMOVED])
                 sync.superseded_conflicts = int(metrics[M.SUPERSEDED_CONFLICTS])
                 sync.regressions_restored = int(metrics[M.REGRESSIONS_RESTORED])
+                sync.dynamodb_requests = requests_by_kind(metrics)
                 sync.inserted = int(metrics[M.RECORDS_INSERTED])
                 sync.updated = int(metrics[M.RECORDS_UPDATED])
                 sync.unchanged = int(metrics[M.RECORDS_UNCHANGED])
@@ -566,6 +570,9 @@ def format_summary(summary: LocalSummary) -> str:
             )
         for rule, count in sorted(sync.validation_failed.items()):
             lines.append(f"   validation failed {rule}: {count:,}")
+        if sync.dynamodb_requests:
+            spent = ", ".join(f"{kind} {count:,}" for kind, count in sync.dynamodb_requests.items())
+            lines.append(f"   DynamoDB requests: {sum(sync.dynamodb_requests.values()):,} ({spent})")
         if sync.error:
             lines.append(f"   ERROR: {sync.error}")
     lines.append(

@@ -105,6 +105,8 @@ def emit_consumer_metrics(metrics: Any, tally: Any, duration_ms: float) -> None:
     add(name=M.UNDECODABLE_MESSAGES, unit=MetricUnit.Count, value=tally.undecodable_messages)
     add(name=M.DLQ_SENDS, unit=MetricUnit.Count, value=tally.dlq_sends)
     add(name=M.DYNAMODB_REQUESTS, unit=MetricUnit.Count, value=sum(tally.requests.values()))
+    for kind, count in sorted(tally.requests.items()):
+        add(name=f"{M.DYNAMODB_REQUESTS}_{kind}", unit=MetricUnit.Count, value=count)
     add(name=M.BATCH_DURATION, unit=MetricUnit.Milliseconds, value=round(duration_ms, 1))
 
 
@@ -124,6 +126,8 @@ def emit_stream_metrics(metrics: Any, tally: Any, duration_ms: float) -> None:
     add(name=M.REGRESSION_CONFLICTS, unit=MetricUnit.Count, value=tally.regression_conflicts)
     add(name=M.REMOVE_EVENTS, unit=MetricUnit.Count, value=tally.removes)
     add(name=M.STREAM_DYNAMODB_REQUESTS, unit=MetricUnit.Count, value=sum(tally.requests.values()))
+    for kind, count in sorted(tally.requests.items()):
+        add(name=f"{M.STREAM_DYNAMODB_REQUESTS}_{kind}", unit=MetricUnit.Count, value=count)
     add(name=M.STREAM_BATCH_DURATION, unit=MetricUnit.Milliseconds, value=round(duration_ms, 1))
 
 
@@ -168,3 +172,15 @@ def parse_emf(lines: Iterable[str]) -> Counter[str]:
                 value = blob.get(metric["Name"], 0)
                 totals[metric["Name"]] += sum(value) if isinstance(value, list) else value
     return totals
+
+
+def requests_by_kind(totals: Mapping[str, float]) -> dict[str, int]:
+    """DynamoDB requests by kind (BatchGetItem, BatchWriteItem, PutItem, ...), consumer and stream
+    consumer together, from `DynamoDBRequests_<kind>` / `StreamDynamoDBRequests_<kind>` metrics."""
+    found: dict[str, int] = {}
+    for prefix in (f"{M.DYNAMODB_REQUESTS}_", f"{M.STREAM_DYNAMODB_REQUESTS}_"):
+        for name, value in totals.items():
+            if name.startswith(prefix) and value:
+                kind = name[len(prefix):]
+                found[kind] = found.get(kind, 0) + int(value)
+    return dict(sorted(found.items()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 import msgspec
 
@@ -23,6 +24,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_payload_bytes: int = 256 * 1024
     aws_max_attempts: int = 8  # boto3 "standard" retry mode: exponential backoff with jitter
     write_attempts: int = 8  # our own loop for UnprocessedItems/UnprocessedKeys and lost races
+    write_mode: Literal["batch", "conditional"] = "batch"  # README, "Write path"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

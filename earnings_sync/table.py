@@ -181,7 +181,7 @@ class EarningsTable:
         *,
         attempts: int = 8,
         sleep: Callable[[float], None] = time.sleep,
-        write_mode: WriteMode = "conditional",
+        write_mode: WriteMode = "batch",
     ) -> None:
         if write_mode not in ("batch", "conditional"):
             raise ValueError(f"write_mode must be 'batch' or 'conditional', got {write_mode!r}")

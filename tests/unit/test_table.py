@@ -127,7 +127,7 @@ def test_lost_race_rereads_and_never_regresses(aws: dict[str, Any], existing: bo
     if existing:
         EarningsTable(aws["dynamodb"], name).upsert_records([rec(estimate="1")], "sync-old", OLD)
     client = RacingClient(aws["dynamodb"], name, rec(estimate="7.77"), NEWER)
-    table = EarningsTable(client, name)
+    table = EarningsTable(client, name, write_mode="conditional")
     result = table.upsert_records([rec(estimate="3")], "sync-new", NEW)
     assert client.raced
     assert result.lost_races == 1 and result.outcomes["stale"] == 1
@@ -138,7 +138,7 @@ def test_lost_race_rereads_and_never_regresses(aws: dict[str, Any], existing: bo
 def test_race_with_an_older_writer_is_won(aws: dict[str, Any]) -> None:
     name = aws["resources"].table_name
     client = RacingClient(aws["dynamodb"], name, rec(estimate="0.5"), OLD)
-    table = EarningsTable(client, name)
+    table = EarningsTable(client, name, write_mode="conditional")
     result = table.upsert_records([rec(estimate="3")], "sync-new", NEW)
     assert result.lost_races == 1 and result.outcomes["updated"] == 1
     assert stored(table)["estimate"] == Decimal("3") and stored(table)["lastSyncDate"] == NEW
