@@ -1,0 +1,290 @@
+"""Benchmarks: figures against baselines measured in the same run, printed and written to BENCHMARKS.md.
+
+    python -m bench.run                 # everything (a few minutes)
+    python -m bench.run --only parse,memory
+    python -m bench.run --large         # also the 100k-row end-to-end sync
+
+Each section compares our path with a floor or a naive baseline on the same machine, the same
+emulator and the same data, so the ratios mean something even where the absolute figures do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "earnings_calendar_2025-07.csv"
+SYNCED_AT = "2025-07-19T06:00:00.000000Z"
+
+
+class Results:
+    def __init__(self) -> None:
+        self.sections: list[tuple[str, str, list[tuple[str, str, str]]]] = []
+
+    def add(self, title: str, command: str, rows: list[tuple[str, str, str]]) -> None:
+        self.sections.append((title, command, rows))
+        print(f"\n## {title}\n   ({command})")
+        width = max(len(r[0]) for r in rows)
+        for name, figure, note in rows:
+            print(f"   {name:<{width}}  {figure:>18}  {note}")
+
+    def markdown(self) -> str:
+        out = [
+            "# Benchmarks",
+            "",
+            f"Measured {dt.date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, moto server on 127.0.0.1 (figures from one run of "
+            "`make bench`; ratios compare paths measured in that same run).",
+            "",
+        ]
+        for title, command, rows in self.sections:
+            out += [f"## {title}", "", f"`{command}`", "", "| what | figure | note |", "|---|---:|---|"]
+            out += [f"| {name} | {figure} | {note} |" for name, figure, note in rows]
+            out.append("")
+        return "\n".join(out)
+
+
+def best_of(runs: int, fn: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def generated(rows: int, tmp: Path) -> Path:
+    from bench.generate import generate_csv
+
+    path = tmp / f"generated_{rows}.csv"
+    if not path.exists():
+        path.write_text(generate_csv(rows))
+    return path
+
+
+# -- CSV → validated records -----------------------------------------------------------------------
+def naive_parse(text: str) -> int:
+    """What one writes first: DictReader, strptime, Decimal, a dict per row."""
+    count = 0
+    for row in csv.DictReader(io.StringIO(text)):
+        dt.datetime.strptime(row["reportDate"], "%Y-%m-%d")
+        dt.datetime.strptime(row["fiscalDateEnding"], "%Y-%m-%d")
+        estimate = Decimal(row["estimate"]) if row["estimate"] else None
+        record = {"asset_symbol": row["symbol"].strip(), "company_name": row["name"], "estimate": estimate, "currency": row["currency"]}
+        count += bool(record)
+    return count
+
+
+def bench_parse(results: Results, tmp: Path) -> None:
+    from earnings_sync.records import parse_csv
+
+    text = generated(100_000, tmp).read_text()
+    ours = best_of(3, lambda: sum(1 for _ in parse_csv(text)))
+    naive = best_of(3, lambda: naive_parse(text))
+    results.add(
+        "CSV → validated records (one core, 100k generated rows)",
+        "python -m bench.run --only parse",
+        [
+            ("earnings_sync.records.parse_csv", f"{100_000 / ours:,.0f} rows/s", "target ≥ 300,000 rows/s"),
+            ("naive: DictReader + strptime + Decimal", f"{100_000 / naive:,.0f} rows/s", f"ours is {naive / ours:.1f}× faster"),
+        ],
+    )
+
+
+# -- producer memory ------------------------------------------------------------------------------
+def bench_memory(results: Results, tmp: Path) -> None:
+    path = generated(100_000, tmp)
+    figures = {}
+    for mode in ("ours", "naive"):
+        done = subprocess.run([sys.executable, "-m", "bench._rss", mode, str(path)], capture_output=True, text=True, cwd=ROOT, check=True)
+        figures[mode] = json.loads(done.stdout)
+    results.add(
+        "Producer peak RSS on a 100k-row CSV (above the interpreter with imports)",
+        "python -m bench.run --only memory",
+        [
+            ("interpreter + imports", f"{figures['ours']['baseline_mb']:.1f} MB", "boto3, msgspec, earnings_sync"),
+            ("SyncProducer.run (streaming)", f"+{figures['ours']['delta_mb']:.1f} MB", "target: within 30 MB"),
+            ("naive: list of dicts, then messages", f"+{figures['naive']['delta_mb']:.1f} MB", ""),
+        ],
+    )
+
+
+# -- cold imports -----------------------------------------------------------------------------------
+def import_time(module: str, runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"],
+            capture_output=True, text=True, cwd=ROOT, check=True,
+        )
+        times.append(float(done.stdout))
+    return statistics.median(times)
+
+
+def bench_imports(results: Results, tmp: Path) -> None:
+    bare = import_time("boto3")
+    rows = [("import boto3 (bare)", f"{bare * 1000:.0f} ms", "the floor every handler pays")]
+    for module in ("producers.app", "consumers.sqs_consumer", "consumers.stream_consumer"):
+        try:
+            took = import_time(module)
+        except subprocess.CalledProcessError:
+            continue
+        rows.append((f"import {module}", f"{took * 1000:.0f} ms", f"{took / bare:.2f}× bare boto3"))
+    results.add("Cold import time of each handler module (median of 5 fresh interpreters)", "python -m bench.run --only imports", rows)
+
+
+# -- DynamoDB write paths ---------------------------------------------------------------------------
+def bench_writes(results: Results, tmp: Path) -> None:
+    import boto3
+
+    from earnings_sync import aws, template
+    from earnings_sync.local import embedded_emulator
+    from earnings_sync.messages import pack_records
+    from earnings_sync.records import ParseStats, iter_symbol_groups, parse_csv
+    from earnings_sync.table import EarningsTable, UpsertResult, record_to_item
+
+    with open(SAMPLE, newline="") as handle:
+        groups = list(iter_symbol_groups(parse_csv(handle), ParseStats()))
+    records = [r for g in groups for r in g]
+    messages = list(pack_records(groups))
+    timings: dict[str, float] = {}
+    requests: dict[str, int] = {}
+    with embedded_emulator() as endpoint:
+        import urllib.request
+
+        def fresh() -> Any:
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
+            aws._cached_client.cache_clear()
+            dynamodb = aws.client("dynamodb")
+            return dynamodb, template.create_resources(template.load_template(), dynamodb, aws.client("sqs")).table_name
+
+        items = [record_to_item(r, "bench", SYNCED_AT) for r in records]
+        dynamodb, table = fresh()
+        started = time.perf_counter()
+        for start in range(0, len(items), 25):
+            pending = {table: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
+            while pending:
+                pending = dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+        timings["floor"] = time.perf_counter() - started
+
+        dynamodb, table = fresh()
+        started = time.perf_counter()
+        for item in items:
+            dynamodb.put_item(TableName=table, Item=item)
+        timings["naive"] = time.perf_counter() - started
+
+        dynamodb, table = fresh()
+        resource = boto3.resource("dynamodb", endpoint_url=endpoint, region_name="us-east-1").Table(table)
+        started = time.perf_counter()
+        with resource.batch_writer(overwrite_by_pkeys=["asset_symbol", "earnings_date"]) as writer:
+            for r in records:
+                writer.put_item(Item={
+                    "asset_symbol": r.asset_symbol, "earnings_date": r.earnings_date, "company_name": r.company_name,
+                    "fiscal_date_ending": r.fiscal_date_ending, "estimate": Decimal(r.estimate) if r.estimate else None,
+                    "currency": r.currency, "lastSyncDate": SYNCED_AT, "sync_id": "bench",
+                })
+        timings["batch_writer"] = time.perf_counter() - started
+
+        dynamodb, table = fresh()
+        upserter = EarningsTable(dynamodb, table)
+        first, again = UpsertResult(), UpsertResult()
+        started = time.perf_counter()
+        for message in messages:
+            upserter.upsert_records(message, "bench-1", SYNCED_AT, first)
+        timings["ours_first"] = time.perf_counter() - started
+        started = time.perf_counter()
+        for message in messages:
+            upserter.upsert_records(message, "bench-2", "2025-07-20T06:00:00.000000Z", again)
+        timings["ours_unchanged"] = time.perf_counter() - started
+        requests["first"] = sum(first.requests.values())
+        requests["again"] = sum(again.requests.values())
+        requests["again_content_writes"] = first.written and again.written
+
+    floor = timings["floor"]
+    n = len(records)
+    results.add(
+        f"DynamoDB write paths on moto ({n:,} distinct rows of the real sample, one process)",
+        "python -m bench.run --only writes",
+        [
+            ("floor: BatchWriteItem of 25 pre-built requests", f"{n / floor:,.0f} items/s", "1.00×"),
+            ("naive: one put_item per record", f"{n / timings['naive']:,.0f} items/s", f"{timings['naive'] / floor:.2f}× the floor"),
+            ("boto3 Table.batch_writer()", f"{n / timings['batch_writer']:,.0f} items/s", f"{timings['batch_writer'] / floor:.2f}× the floor"),
+            ("ours, first sync (EarningsTable.upsert_records)", f"{n / timings['ours_first']:,.0f} items/s",
+             f"{timings['ours_first'] / floor:.2f}× the floor, {requests['first']:,} requests"),
+            ("ours, unchanged re-sync", f"{n / timings['ours_unchanged']:,.0f} items/s",
+             f"{timings['ours_unchanged'] / floor:.2f}× the floor, {requests['again']:,} requests, {requests['again_content_writes']} content writes"),
+        ],
+    )
+
+
+# -- whole pipeline, whole processes ---------------------------------------------------------------
+def timed_process(args: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, check=True)
+    return time.perf_counter() - started, done.stdout
+
+
+def bench_pipeline(results: Results, tmp: Path, large: bool) -> None:
+    floor, _ = timed_process(["-m", "bench.floor", str(SAMPLE)])
+    one, out_one = timed_process(["-m", "earnings_sync", "local", str(SAMPLE), "--json"])
+    two, out_two = timed_process(["-m", "earnings_sync", "local", str(SAMPLE), str(SAMPLE), "--json"])
+    first = json.loads(out_one)["syncs"][0]
+    second = json.loads(out_two)["syncs"][1]
+    resync = two - one
+    rows = [
+        ("floor process (emulator + table + raw BatchWriteItem)", f"{floor:.1f} s", "1.00×"),
+        ("earnings-sync local SAMPLE (first sync, whole pipeline)", f"{one:.1f} s",
+         f"{one / floor:.2f}× the floor; {first['written']:,} written, {first['records_enqueued'] / one:,.0f} records/s"),
+        ("unchanged re-sync (local SAMPLE SAMPLE minus the first)", f"{resync:.1f} s",
+         f"{resync / floor:.2f}× the floor; {second['written']} content writes, {second['unchanged']:,} unchanged"),
+    ]
+    sizes = [10_000, 100_000] if large else [10_000]
+    for size in sizes:
+        path = generated(size, tmp)
+        took, out = timed_process(["-m", "earnings_sync", "local", str(path), "--json"])
+        sync = json.loads(out)["syncs"][0]
+        rows.append((f"earnings-sync local, {size:,} generated rows", f"{sync['records_enqueued'] / took:,.0f} records/s", f"{took:.1f} s whole process"))
+    results.add("Whole pipeline as whole processes (producer → SQS → consumer → table, on moto)", "python -m bench.run --only pipeline [--large]", rows)
+
+
+SECTIONS = ("parse", "memory", "imports", "writes", "pipeline")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--large", action="store_true", help="also sync 100k generated rows end to end")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file to write ('-' for none)")
+    args = parser.parse_args(argv)
+    chosen = args.only.split(",") if args.only else list(SECTIONS)
+    results = Results()
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
+        for section in chosen:
+            if section == "pipeline":
+                bench_pipeline(results, tmp, args.large)
+            else:
+                globals()[f"bench_{section}"](results, tmp)
+    if args.output != "-":
+        Path(args.output).write_text(results.markdown())
+        print(f"\nwritten to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
