@@ -11,7 +11,7 @@ Per DynamoDB stream record (NEW_AND_OLD_IMAGES):
   sync, and the image's content was validated when it last changed.
 * INSERT, or MODIFY with a content change: the new image is validated (`consistency.validate_item`)
   and, if valid, its fiscal period is *settled*: rescheduled earnings arrive as a new item
-  (same symbol and fiscal period, another date), so one Query on the symbol (a handful of items)
+  (same symbol and fiscal period, another date), so one Query on the symbol per invocation (a handful of items)
   finds the other dates of that period. Every one whose `lastSyncDate` is older than the record's is
   superseded and deleted, conditional on the `lastSyncDate` that was read (a failed condition is a
   concurrent newer write: counted, skipped). Other fiscal periods are history and are kept. When the
@@ -87,8 +87,10 @@ class StreamProcessor:
     """Everything the stream handler does for one record, with the DynamoDB client passed in."""
 
     def __init__(self, client: Any, table_name: str) -> None:
+        """One processor per invocation: it caches each symbol's items for the batch."""
         self.client = client
         self.table_name = table_name
+        self._symbol_items: dict[str, list[Item]] = {}
 
     def process(self, record: Mapping[str, Any], tally: StreamTally) -> None:
         """`record` is one Lambda DynamoDB stream record (`Records[i]`), images as attribute-value maps."""
@@ -150,15 +152,22 @@ class StreamProcessor:
         tally.note(tally.restored, consistency.item_key(old))
 
     # -- rescheduled earnings ------------------------------------------------------------------
-    def period_items(self, symbol: str, fiscal: str, tally: StreamTally) -> list[Item]:
-        """The symbol's items of one fiscal period (keys and bookkeeping only), consistently read."""
+    def symbol_items(self, symbol: str, tally: StreamTally) -> list[Item]:
+        """The symbol's items (keys, period and bookkeeping), consistently read once per invocation.
+
+        A batch holds most of a symbol's records together (its rows travel in one message), so
+        one Query serves them all; the items those records describe were written before the batch
+        was read, so the first Query already sees them. Our own deletes update the cached list.
+        """
+        cached = self._symbol_items.get(symbol)
+        if cached is not None:
+            return cached
         items: list[Item] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "asset_symbol = :s",
-            "FilterExpression": "fiscal_date_ending = :f",
-            "ProjectionExpression": "asset_symbol, earnings_date, lastSyncDate",
-            "ExpressionAttributeValues": {":s": {"S": symbol}, ":f": {"S": fiscal}},
+            "ProjectionExpression": "asset_symbol, earnings_date, fiscal_date_ending, lastSyncDate",
+            "ExpressionAttributeValues": {":s": {"S": symbol}},
             "ConsistentRead": True,
         }
         while True:
@@ -166,8 +175,14 @@ class StreamProcessor:
             tally.requests["Query"] += 1
             items.extend(response.get("Items", []))
             if "LastEvaluatedKey" not in response:
-                return items
+                break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        self._symbol_items[symbol] = items
+        return items
+
+    def period_items(self, symbol: str, fiscal: str, tally: StreamTally) -> list[Item]:
+        """The symbol's items of one fiscal period."""
+        return [i for i in self.symbol_items(symbol, tally) if i.get("fiscal_date_ending", {}).get("S") == fiscal]
 
     def settle_fiscal_period(self, symbol: str, fiscal: str, date: str, synced_at: str, tally: StreamTally) -> None:
         """Delete the period's other dates older than `synced_at`; delete this date if another is newer."""
@@ -189,6 +204,9 @@ class StreamProcessor:
             return False
         tally.requests["DeleteItem"] += 1
         tally.superseded_removed += 1
+        cached = self._symbol_items.get(symbol)
+        if cached is not None:
+            cached[:] = [i for i in cached if i["earnings_date"]["S"] != date]
         tally.note(tally.removed, (symbol, date))
         return True
 

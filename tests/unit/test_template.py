@@ -401,7 +401,8 @@ def test_create_resources_builds_what_the_template_says(template: dict, aws) -> 
         {"AttributeName": "earnings_date", "KeyType": "HASH"},
         {"AttributeName": "asset_symbol", "KeyType": "RANGE"},
     ]
-    assert gsi["Projection"]["ProjectionType"] == "ALL"
+    assert gsi["Projection"]["ProjectionType"] == "INCLUDE"
+    assert "lastSyncDate" not in gsi["Projection"]["NonKeyAttributes"]  # confirmations cost no index write
     assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
     assert table["LatestStreamArn"] == res.stream_arn and res.table_arn == table["TableArn"]
     backups = dynamodb.describe_continuous_backups(TableName=res.table_name)["ContinuousBackupsDescription"]
