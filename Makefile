@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SAMPLE := samples/earnings_calendar_2025-07.csv
 
-.PHONY: demo test e2e bench package lint clean
+.PHONY: demo test e2e bench package clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ e2e: $(STAMP)
 	LOCALSTACK_PORT="$$port" LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC="$${LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC:-1}" \
 	  bash localstack/hostmode.sh start && \
 	LOCALSTACK_ENDPOINT="http://127.0.0.1:$$port" $(BIN)/python -m pytest -p no:cacheprovider -m e2e tests/e2e
+
+## bench: figures against baselines, written to BENCHMARKS.md (several minutes; run on a quiet machine)
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --large
 
 ## package: the Lambda code folder template.yaml's CodeUri points at (deps for Linux x86_64, Python 3.11)
 package:

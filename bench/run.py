@@ -262,7 +262,55 @@ def bench_pipeline(results: Results, tmp: Path, large: bool) -> None:
     results.add("Whole pipeline as whole processes (producer → SQS → consumer → table, on moto)", "python -m bench.run --only pipeline [--large]", rows)
 
 
-SECTIONS = ("parse", "memory", "imports", "writes", "pipeline")
+# -- GSI date-range query ---------------------------------------------------------------------------
+def bench_gsi(results: Results, tmp: Path) -> None:
+    import urllib.request
+
+    from earnings_sync import aws, template
+    from earnings_sync.local import embedded_emulator
+    from earnings_sync.records import ParseStats, iter_symbol_groups, parse_csv
+    from earnings_sync.table import record_to_item
+    from earnings_sync.upcoming import upcoming_earnings
+
+    text = generated(100_000, tmp).read_text()
+    records = [r for g in iter_symbol_groups(parse_csv(text), ParseStats()) for r in g]
+    with embedded_emulator() as endpoint:
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
+        dynamodb = aws.client("dynamodb")
+        table = template.create_resources(template.load_template(), dynamodb, aws.client("sqs")).table_name
+        for start in range(0, len(records), 25):
+            pending = {table: [{"PutRequest": {"Item": record_to_item(r, "bench", SYNCED_AT)}} for r in records[start : start + 25]]}
+            while pending:
+                pending = dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+        windows = [(dt.date(2025, 7, 21) + dt.timedelta(days=3 * i)) for i in range(20)]
+        index_times, scan_times, counts = [], [], []
+        for first in windows:
+            date_from, date_to = first.isoformat(), (first + dt.timedelta(days=6)).isoformat()
+            result = upcoming_earnings(dynamodb, table, date_from, date_to, page_size=1000)
+            index_times.append(result.duration_ms)
+            counts.append(len(result.items))
+            if len(scan_times) < 5:  # the baseline reads the whole table each time: five windows suffice
+                scanned = upcoming_earnings(dynamodb, table, date_from, date_to, page_size=1000, index_name="no-such-index")
+                assert scanned.fallback_used and len(scanned.items) == len(result.items)
+                scan_times.append(scanned.duration_ms)
+
+    def p95(values: list[float]) -> float:
+        return sorted(values)[max(0, int(round(0.95 * len(values))) - 1)]
+
+    results.add(
+        f"Date-range query, 7-day windows on {len(records):,} items (20 windows; baseline 5, moto)",
+        "python -m bench.run --only gsi",
+        [
+            ("upcoming_earnings on the GSI: median", f"{statistics.median(index_times):,.0f} ms", f"~{statistics.median(counts):,.0f} items per window, 7 Queries"),
+            ("upcoming_earnings on the GSI: p95", f"{p95(index_times):,.0f} ms", ""),
+            ("baseline: filtered Scan (the fallback): median", f"{statistics.median(scan_times):,.0f} ms",
+             f"{statistics.median(scan_times) / statistics.median(index_times):.1f}× the GSI path"),
+            ("baseline: filtered Scan: p95", f"{p95(scan_times):,.0f} ms", ""),
+        ],
+    )
+
+
+SECTIONS = ("parse", "memory", "imports", "writes", "pipeline", "gsi")
 
 
 def main(argv: list[str] | None = None) -> int:

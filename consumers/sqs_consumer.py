@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import os
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -13,7 +13,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
 from earnings_sync.consumer import ConsumerTally, MessageConsumer, MessageContext, MessageFailed
-from earnings_sync.observability import NAMESPACE, SERVICE, emit_consumer_metrics
+from earnings_sync.ledger import SyncLedger
+from earnings_sync.observability import NAMESPACE, SERVICE, emit_consumer_metrics, emit_memory_metrics
 from earnings_sync.settings import Settings
 from earnings_sync.table import EarningsTable
 
@@ -21,16 +22,14 @@ logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
 metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE), service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
 # A batch where every message failed is reported item by item too, so metrics still flush.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+MAX_LOGGED_SYNC_IDS = 10
 
 
 def build_consumer(settings: Settings) -> MessageConsumer:
-    table = EarningsTable(
-        aws.client("dynamodb", max_attempts=settings.aws_max_attempts),
-        settings.table_name,
-        attempts=settings.write_attempts,
-        write_mode=settings.write_mode,
-    )
-    return MessageConsumer(table, aws.client("sqs"), settings.dlq_url, settings.max_receive_count)
+    dynamodb = aws.client("dynamodb", max_attempts=settings.aws_max_attempts)
+    table = EarningsTable(dynamodb, settings.table_name, attempts=settings.write_attempts, write_mode=settings.write_mode)
+    ledger = SyncLedger(dynamodb, settings.ledger_table, retention_days=settings.ledger_retention_days) if settings.ledger_table else None
+    return MessageConsumer(table, aws.client("sqs"), settings.dlq_url, settings.max_receive_count, ledger)
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -38,10 +37,12 @@ def build_consumer(settings: Settings) -> MessageConsumer:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     consumer = build_consumer(Settings.from_env())
     tally = ConsumerTally()
+    sync_ids: dict[str, None] = {}  # ordered set: which syncs this batch carried
 
     def record_handler(record: SQSRecord) -> None:
         attributes = record.raw_event.get("messageAttributes") or {}
         sync_id = (attributes.get("sync_id") or {}).get("stringValue", "")
+        sync_ids[sync_id] = None
         logger.append_keys(message_id=record.message_id, sync_id=sync_id)
         context_ = MessageContext(
             message_id=record.message_id,
@@ -55,24 +56,41 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             raise
 
     started = time.perf_counter()
-    try:
-        response = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
-    finally:
-        duration_ms = (time.perf_counter() - started) * 1000
-        logger.remove_keys(["message_id", "sync_id"])
-        emit_consumer_metrics(metrics, tally, duration_ms)
+    with aws.counting_throttles(consumer.table.client, consumer.sqs) as throttles:
+        try:
+            response = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+        finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            logger.remove_keys(["message_id", "sync_id"])
+            emit_consumer_metrics(metrics, tally, duration_ms, throttles.count)
+            memory = emit_memory_metrics(metrics, context)
+    if tally.stale or tally.lost_races:
+        # Conflicts are expected (replays, redeliveries, concurrent syncs): counts and a few keys.
+        logger.info(
+            "conflicts resolved",
+            extra={
+                "stale_skipped": tally.stale,
+                "stale_keys": [list(key) for key in tally.stale_keys],
+                "lost_races": tally.lost_races,
+            },
+        )
     logger.info(
         "batch processed",
         extra={
             "messages": tally.messages,
+            "sync_ids": list(sync_ids)[:MAX_LOGGED_SYNC_IDS],
             "failed": len(response.get("batchItemFailures", [])),
             "inserted": tally.inserted,
             "updated": tally.updated,
             "unchanged": tally.unchanged,
             "stale_skipped": tally.stale,
             "poison_records": tally.poison_records,
+            "dlq_sends": tally.dlq_sends,
             "retries": tally.retries,
+            "retry_exhausted": tally.retry_exhausted,
+            "throttles": throttles.count,
             "duration_ms": round(duration_ms, 1),
+            **memory,
         },
     )
     return response

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -32,3 +34,55 @@ def client(service: str, *, max_attempts: int = 8, endpoint_url: str | None = No
     # Without the variables (an operator's shell), the profile's region applies, as in the AWS CLI.
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name or "us-east-1"
     return _cached_client(service, endpoint_url or env_endpoint, region, max_attempts)
+
+
+# Error codes AWS services use for "slow down" (botocore's standard retry mode treats the same ones
+# as throttling), plus HTTP 429 whatever the code.
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "ThrottledException",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequestsException",
+    }
+)
+
+
+class ThrottleCount:
+    """Throttled responses seen by the clients it watches, the ones the SDK retried silently included:
+    `WriteRetries`/`RetryAttempts` say how often a call was retried, not why."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def observe(self, response: Any = None, **_: Any) -> None:
+        """`needs-retry` handler: runs after every attempt; returning None leaves the decision to the SDK."""
+        if response is None:  # a connection error: no reply to look at
+            return None
+        http, parsed = response
+        code = str((parsed or {}).get("Error", {}).get("Code", ""))
+        if code in THROTTLING_CODES or getattr(http, "status_code", None) == 429:
+            self.count += 1
+        return None
+
+
+@contextlib.contextmanager
+def counting_throttles(*clients: Any) -> Iterator[ThrottleCount]:
+    """Count throttled responses of these clients while the block runs (one invocation).
+
+    The clients are cached across invocations, so the handler is attached for the block only.
+    """
+    counter = ThrottleCount()
+    watched = list(dict.fromkeys(c for c in clients if c is not None))
+    for watched_client in watched:
+        watched_client.meta.events.register("needs-retry", counter.observe)
+    try:
+        yield counter
+    finally:
+        for watched_client in watched:
+            watched_client.meta.events.unregister("needs-retry", counter.observe)

@@ -9,6 +9,10 @@ How a message can end (README, "Poison records and the DLQ"):
   delivers it again; on its last allowed receive (maxReceiveCount) the consumer moves it to the DLQ
   itself, so the reason is recorded (SQS's own redrive would keep no reason);
 - a DLQ send that fails → the message is reported as failed, so nothing is ever dropped.
+
+When the message is done, its outcome — one letter per record — goes to the completeness ledger
+(`earnings_sync.ledger`) before any DLQ send: the first completion of a message is the one counted,
+and a ledger write that fails keeps the message for a retry like any other failure.
 """
 
 from __future__ import annotations
@@ -17,11 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from botocore.exceptions import BotoCoreError, ClientError
 
 from earnings_sync import dlq
-from earnings_sync.messages import decode_envelope, decode_record
+from earnings_sync.ledger import EXHAUSTED, OUTCOME_CODES, POISON, MessageOutcome, SyncLedger, replay_token
+from earnings_sync.messages import RawSyncMessage, decode_envelope, decode_record
 from earnings_sync.records import EarningsRecord
 from earnings_sync.table import EarningsTable, RetryableWriteError, UpsertResult
+
+
+MAX_NOTED_KEYS = 50  # keys kept per invocation for the handler's conflict log line: counts are exact
 
 
 class MessageFailed(Exception):
@@ -45,7 +54,11 @@ class ConsumerTally:
     retry_exhausted: int = 0
     lost_races: int = 0
     dlq_sends: int = 0
+    ledger_recorded: int = 0  # message outcomes recorded in the ledger (first completions)
+    ledger_repeats: int = 0  # completions whose outcome was already recorded (redeliveries)
+    ledger_failures: int = 0
     requests: dict[str, int] = field(default_factory=dict)
+    stale_keys: list[tuple[str, str]] = field(default_factory=list)  # the first MAX_NOTED_KEYS, for the log
 
     def add_result(self, result: UpsertResult) -> None:
         self.inserted += result.outcomes["inserted"]
@@ -54,6 +67,7 @@ class ConsumerTally:
         self.stale += result.outcomes["stale"]
         self.retries += result.retries
         self.lost_races += result.lost_races
+        self.stale_keys.extend(result.stale_keys[: max(0, MAX_NOTED_KEYS - len(self.stale_keys))])
         for kind, count in result.requests.items():
             self.requests[kind] = self.requests.get(kind, 0) + count
 
@@ -68,11 +82,14 @@ class MessageContext:
 class MessageConsumer:
     """Everything the consumer handler does for one message, with its adapters passed in."""
 
-    def __init__(self, table: EarningsTable, sqs: Any, dlq_url: str, max_receive_count: int) -> None:
+    def __init__(
+        self, table: EarningsTable, sqs: Any, dlq_url: str, max_receive_count: int, ledger: SyncLedger | None = None
+    ) -> None:
         self.table = table
         self.sqs = sqs
         self.dlq_url = dlq_url
         self.max_receive_count = max_receive_count
+        self.ledger = ledger
 
     def process(self, body: str, context: MessageContext, tally: ConsumerTally) -> None:
         tally.messages += 1
@@ -103,21 +120,58 @@ class MessageConsumer:
                 tally.messages_failed += 1
                 raise MessageFailed(f"{exc} (receive {context.receive_count} of {self.max_receive_count})") from exc
             tally.retry_exhausted += 1
+            self._record(envelope, EXHAUSTED * len(envelope.records), context, tally)
             self._dead_letter(body, "retries_exhausted", str(exc), envelope.sync_id, context, tally)
             return
         tally.add_result(result)
         failures.extend(dlq.RecordFailure(positions[i], reason) for i, reason in result.poison)
+        codes = ["?"] * len(envelope.records)  # "?" would be a bug: the ledger reports it
+        for failure in failures:
+            codes[failure.index] = POISON
+        for i, outcome in result.by_index.items():
+            codes[positions[i]] = OUTCOME_CODES[outcome]
+        self._record(envelope, "".join(codes), context, tally)
         if failures:
             failures.sort(key=lambda f: f.index)
             tally.poison_records += len(failures)
+            origin = envelope.record_positions()
             letter = dlq.DeadLetter(
                 sync_id=envelope.sync_id,
                 synced_at=envelope.synced_at,
                 records=[envelope.records[f.index] for f in failures],
                 failures=[dlq.RecordFailure(i, f.reason) for i, f in enumerate(failures)],
+                seq=envelope.seq if origin is not None else None,
+                positions=[origin[f.index] for f in failures] if origin is not None else None,
             )
             summary = failures[0].reason if len(failures) == 1 else f"{len(failures)} records: {failures[0].reason}"
             self._dead_letter(msgspec.json.encode(letter).decode(), "poison", summary, envelope.sync_id, context, tally)
+
+    def _record(self, envelope: RawSyncMessage, codes: str, context: MessageContext, tally: ConsumerTally) -> None:
+        """The message's outcome into the ledger; a message without `seq` predates the ledger."""
+        positions = envelope.record_positions()
+        if self.ledger is None or positions is None:
+            return
+        outcome = MessageOutcome(
+            sync_id=envelope.sync_id,
+            seq=envelope.seq or 0,
+            codes=codes,
+            positions=envelope.positions,
+            replay=replay_token(context.attributes),
+            message_id=context.message_id,
+            receive_count=context.receive_count,
+        )
+        try:
+            first = self.ledger.record_outcome(outcome)
+        except (ClientError, BotoCoreError) as exc:
+            tally.ledger_failures += 1
+            tally.messages_failed += 1
+            raise MessageFailed(f"could not record the outcome in the ledger: {exc}") from exc
+        finally:
+            tally.requests["LedgerPutItem"] = tally.requests.get("LedgerPutItem", 0) + 1
+        if first:
+            tally.ledger_recorded += 1
+        else:
+            tally.ledger_repeats += 1
 
     def _dead_letter(
         self,

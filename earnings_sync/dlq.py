@@ -28,13 +28,19 @@ class RecordFailure(msgspec.Struct, frozen=True):
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
-    """A DLQ body: a valid sync message (replayable as is) plus the reason for each record."""
+    """A DLQ body: a valid sync message (replayable as is) plus the reason for each record.
+
+    `seq` and `positions` (each record's index in that message) keep the records traceable to the
+    message they came from, so the completeness ledger can net a replay against that message.
+    """
 
     sync_id: str
     synced_at: str
     records: list[msgspec.Raw]
     failures: list[RecordFailure]
     v: int = 1
+    seq: int | None = None
+    positions: list[int] | None = None
 
 
 def utc_now() -> str:

@@ -1,9 +1,10 @@
 """The whole pipeline on one machine: moto server + template.yaml's resources + the real handlers.
 
-`run_local` starts an embedded AWS emulator on 127.0.0.1 (random free port), creates the queue, DLQ
-and table from template.yaml's own definitions, then runs each CSV as a successive sync:
-producer handler → SQS → `SqsEventSource` (behaves like Lambda's SQS mapping) → consumer handler →
-table. Figures in the summary come from the handlers' own EMF metric output.
+`run_local` starts an embedded AWS emulator on 127.0.0.1 (random free port), creates the queues and
+tables from template.yaml's own definitions, then runs each CSV as a successive sync through a
+`LocalPipeline`: producer handler → SQS → `SqsEventSource` (behaves like Lambda's SQS mapping) →
+consumer handler → table → stream consumer. Figures in the summary come from the handlers' own EMF
+metric output, and each sync's completeness from the ledger (`earnings_sync.ledger`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class InvocationAborted(BaseException):
+    """The runtime ended an invocation midway: a timeout, running out of memory, a crash.
+
+    A BaseException, so neither the handler's error handling nor the batch processor can catch it,
+    as nothing in a function survives a real timeout; `invoke` turns it into a failed invocation.
+    The fault-injection tests raise it from a botocore hook or a handler wrapper.
+    """
+
+
 def invoke(handler: Callable[[dict, Any], Any], event: dict, context: LambdaContext) -> tuple[Any, Counter[str], BaseException | None]:
     """Call a handler like Lambda does; returns (result, metrics it emitted, exception)."""
     captured = io.StringIO()
@@ -102,7 +112,7 @@ def invoke(handler: Callable[[dict, Any], Any], event: dict, context: LambdaCont
     with contextlib.redirect_stdout(captured):
         try:
             result = handler(event, context)
-        except Exception as exc:  # noqa: BLE001 - a failed invocation is an outcome, as on Lambda
+        except (Exception, InvocationAborted) as exc:  # noqa: BLE001 - a failed invocation is an outcome, as on Lambda
             error = exc
     return result, parse_emf(captured.getvalue().splitlines()), error
 
@@ -235,6 +245,107 @@ class SqsEventSource:
         return stats
 
 
+Handler = Callable[[dict, Any], Any]
+
+
+@dataclass
+class PipelineDrain(DrainStats):
+    """A drain of the queue and the stream until both are quiet."""
+
+    stream_records: int = 0
+    stream_skipped_records: int = 0  # given up on after the stream mapping's retries
+
+
+class LocalPipeline:
+    """The deployed pipeline's moving parts on an emulator: the producer, Lambda's SQS and stream
+    mappings and the real handlers, wired from `template.LocalResources` (the template's settings).
+
+    `run_local` drives it sync by sync; the fault-injection tests drive it the same way, with
+    `wrap_consumer` wrapping the consumer handler to crash or time out an invocation. Handlers read
+    their settings from the environment: call them inside `environ()`.
+    """
+
+    def __init__(
+        self,
+        resources: Any,
+        sqs: Any,
+        *,
+        dynamodb: Any = None,
+        streams: Any = None,
+        wrap_consumer: Callable[[Handler], Handler] | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        from consumers import sqs_consumer, stream_consumer
+        from earnings_sync.local_streams import DynamoDBStreamEventSource
+        from producers import app as producer_app
+
+        self.resources = resources
+        self.sqs = sqs
+        self.dynamodb = dynamodb
+        self.environment = {
+            **resources.environments.get("ProducerFunction", {}),
+            **resources.environments.get("ConsumerFunction", {}),
+            **resources.environments.get("StreamConsumerFunction", {}),
+            "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "EarningsSync"),
+            **(environment or {}),
+        }
+        self.producer: Handler = producer_app.lambda_handler
+        consumer: Handler = sqs_consumer.lambda_handler
+        self.source = SqsEventSource(
+            sqs,
+            resources.queue_url,
+            resources.queue_arn,
+            wrap_consumer(consumer) if wrap_consumer is not None else consumer,
+            batch_size=resources.consumer_batch_size,
+            report_batch_item_failures="ReportBatchItemFailures" in resources.consumer_function_response_types,
+            function_name="ConsumerFunction",
+            timeout_seconds=resources.consumer_timeout,
+        )
+        # Lambda's stream mapping, with the position kept across drains.
+        self.streams = None
+        if streams is not None and resources.stream_mapping is not None:
+            self.streams = DynamoDBStreamEventSource.from_mapping(resources.stream_mapping, streams, stream_consumer.lambda_handler, sqs)
+
+    @contextlib.contextmanager
+    def environ(self) -> Iterator[LocalPipeline]:
+        with patched_environ({k: str(v) for k, v in self.environment.items()}):
+            yield self
+
+    def produce(self, path: str, synced_at: str | None = None) -> tuple[dict[str, Any] | None, BaseException | None]:
+        """One producer invocation: (its report, even of a failed sync when it has one; its error)."""
+        event: dict[str, Any] = {"path": path}
+        if synced_at is not None:
+            event["synced_at"] = synced_at
+        result, _, error = invoke(self.producer, event, LambdaContext("ProducerFunction", 300))
+        report = result if isinstance(result, dict) else getattr(getattr(error, "report", None), "as_dict", lambda: None)()
+        return report, error
+
+    def drain(self, progress: Callable[[DrainStats], None] | None = None) -> PipelineDrain:
+        """Deliver the queue, then the stream, again and again until neither has anything new."""
+        from earnings_sync.local_streams import merge_stats
+
+        stats = merge_stats(PipelineDrain(), self.source.drain(progress))
+        while self.streams is not None:
+            streamed = self.streams.drain()
+            stats.stream_records += streamed.records
+            stats.stream_skipped_records += streamed.skipped_records
+            stats.metrics.update(streamed.metrics)
+            again = self.source.drain()
+            merge_stats(stats, again)
+            if again.deliveries == 0:
+                break
+        return stats
+
+    def ledger(self, sync_id: str) -> Any:
+        """The sync's `ledger.LedgerReport`, or None when the template has no ledger table."""
+        from earnings_sync.ledger import SyncLedger
+
+        name = self.environment.get("LEDGER_TABLE")
+        if not name or self.dynamodb is None:
+            return None
+        return SyncLedger(self.dynamodb, name).report(sync_id)
+
+
 @dataclass
 class SyncSummary:
     file: str
@@ -267,6 +378,7 @@ class SyncSummary:
     stream_records_skipped: int = 0  # given up on after the mapping's retries (on-failure queue)
     seconds: float = 0.0
     error: str | None = None
+    ledger: Any = None  # ledger.LedgerReport once the run is over; None without a ledger table
 
     @property
     def written(self) -> int:
@@ -286,6 +398,12 @@ class LocalSummary:
     @property
     def ok(self) -> bool:
         return all(s.error is None for s in self.syncs)
+
+    @property
+    def complete(self) -> bool | None:
+        """Every sync's rows all settled according to the ledger (None: no ledger table)."""
+        reports = [s.ledger for s in self.syncs if s.ledger is not None]
+        return all(r.complete for r in reports) if reports else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -325,9 +443,11 @@ class LocalSummary:
                     "stream_records_skipped": s.stream_records_skipped,
                     "seconds": round(s.seconds, 3),
                     "error": s.error,
+                    "ledger": s.ledger.as_dict() if s.ledger is not None else None,
                 }
                 for s in self.syncs
             ],
+            "complete": self.complete,
             "table_items": self.table_items,
             "dlq_messages": self.dlq_messages,
             "stream_failure_messages": self.stream_failure_messages,
@@ -373,7 +493,6 @@ def run_local(
     `on_ready` runs after the syncs while the emulator is still up (`--serve` blocks in it).
     """
     from earnings_sync import aws, template
-    from earnings_sync.local_streams import DynamoDBStreamEventSource, merge_stats
     from earnings_sync.observability import requests_by_kind, validation_failures_by_rule
     from earnings_sync.table import EarningsTable, export_jsonl
 
@@ -384,45 +503,19 @@ def run_local(
         sqs = aws.client("sqs")
         dynamodb = aws.client("dynamodb")
         resources = template.create_resources(tpl, dynamodb, sqs, region=REGION, account_id=FAKE_ACCOUNT)
-        environment = {
-            **resources.environments.get("ProducerFunction", {}),
-            **resources.environments.get("ConsumerFunction", {}),
-            **resources.environments.get("StreamConsumerFunction", {}),
-            "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "EarningsSync"),
-        }
+        pipeline = LocalPipeline(resources, sqs, dynamodb=dynamodb, streams=aws.client("dynamodbstreams"))
         summary = LocalSummary(endpoint=endpoint)
-        with patched_environ({k: str(v) for k, v in environment.items()}):
-            from consumers import sqs_consumer, stream_consumer
+        with pipeline.environ():
             from producers import app as producer_app
 
             stack.enter_context(routed_logs(producer_app.logger, log_stream))
-            source = SqsEventSource(
-                sqs,
-                resources.queue_url,
-                resources.queue_arn,
-                sqs_consumer.lambda_handler,
-                batch_size=resources.consumer_batch_size,
-                report_batch_item_failures="ReportBatchItemFailures" in resources.consumer_function_response_types,
-                function_name="ConsumerFunction",
-                timeout_seconds=resources.consumer_timeout,
-            )
-            # Lambda's stream mapping, with the position kept across syncs.
-            streams = None
-            if resources.stream_mapping is not None:
-                streams = DynamoDBStreamEventSource.from_mapping(
-                    resources.stream_mapping, aws.client("dynamodbstreams"), stream_consumer.lambda_handler, sqs
-                )
             dlq_before = 0
             for number, path in enumerate(csv_paths, start=1):
                 sync = SyncSummary(file=path)
                 summary.syncs.append(sync)
                 sync_started = time.perf_counter()
                 progress.show(f"sync {number}/{len(csv_paths)}: reading {os.path.basename(path)}")
-                event: dict[str, Any] = {"path": path}
-                if synced_at is not None:
-                    event["synced_at"] = synced_at[number - 1]
-                result, producer_metrics, error = invoke(producer_app.lambda_handler, event, LambdaContext("ProducerFunction", 300))
-                report = result if isinstance(result, dict) else getattr(getattr(error, "report", None), "as_dict", lambda: None)()
+                report, error = pipeline.produce(path, synced_at[number - 1] if synced_at is not None else None)
                 if report:
                     sync.sync_id, sync.synced_at = report["sync_id"], report["synced_at"]
                     sync.rows, sync.rejected, sync.rejections = report["rows"], report["rejected"], report["rejections"]
@@ -438,16 +531,9 @@ def run_local(
                     done = stats.metrics[M.RECORDS_RECEIVED]
                     progress.show(f"sync {n}/{len(csv_paths)}: {int(done):,}/{s.records_enqueued:,} records consumed")
 
-                drained = source.drain(show)
-                while streams is not None:  # until the queue and the stream are both quiet
-                    streamed = streams.drain()
-                    sync.stream_records += streamed.records
-                    sync.stream_records_skipped += streamed.skipped_records
-                    drained.metrics.update(streamed.metrics)
-                    again = source.drain()
-                    merge_stats(drained, again)
-                    if again.deliveries == 0:
-                        break
+                drained = pipeline.drain(show)
+                sync.stream_records = drained.stream_records
+                sync.stream_records_skipped = drained.stream_skipped_records
                 metrics = drained.metrics
                 sync.validation_passed = int(metrics[M.VALIDATION_PASSED])
                 sync.validation_failed = validation_failures_by_rule(metrics)
@@ -470,6 +556,9 @@ def run_local(
                 if sync.error is not None:
                     break
             progress.done()
+            for sync in summary.syncs:  # read once every sync is drained
+                if sync.sync_id:
+                    sync.ledger = pipeline.ledger(sync.sync_id)
             table = EarningsTable(dynamodb, resources.table_name)
             summary.dlq_messages = _queue_depth(sqs, resources.dlq_url)
             if resources.stream_failure_queue_url:
@@ -481,7 +570,7 @@ def run_local(
                 summary.table_items = table.count()
             if on_ready is not None:
                 summary.seconds = time.perf_counter() - started
-                on_ready(summary, RunningEmulator(endpoint, resources, source))
+                on_ready(summary, RunningEmulator(endpoint, resources, pipeline.source))
                 return summary
     summary.seconds = time.perf_counter() - started
     return summary
@@ -573,12 +662,19 @@ def format_summary(summary: LocalSummary) -> str:
         if sync.dynamodb_requests:
             spent = ", ".join(f"{kind} {count:,}" for kind, count in sync.dynamodb_requests.items())
             lines.append(f"   DynamoDB requests: {sum(sync.dynamodb_requests.values()):,} ({spent})")
+        if sync.ledger is not None:
+            from earnings_sync.ledger import headline
+
+            lines.append(f"   {headline(sync.ledger)}")
+            lines.extend(f"     {problem}" for problem in sync.ledger.problems())
         if sync.error:
             lines.append(f"   ERROR: {sync.error}")
     lines.append(
         f"table items: {summary.table_items:,}   DLQ messages: {summary.dlq_messages:,}"
         + (f"   stream failures: {summary.stream_failure_messages:,}" if summary.stream_failure_messages else "")
     )
+    if summary.complete is not None:
+        lines.append("ledger: every sync complete" if summary.complete else "ledger: NOT every sync is complete (see above)")
     if summary.export:
         lines.append(f"exported to {summary.export}")
     return "\n".join(lines)

@@ -316,8 +316,9 @@ class DynamoDBStreamEventSource:
 
 
 def merge_stats(total: Any, more: Any) -> Any:
-    """Add one drain's counters (ints and Counters of a stats dataclass) into another's."""
-    for item in fields(total):
+    """Add one drain's counters (ints and Counters of a stats dataclass) into another's, which may
+    be of a subclass with counters of its own (`local.PipelineDrain`)."""
+    for item in fields(more):
         value = getattr(more, item.name)
         if isinstance(value, Counter):
             getattr(total, item.name).update(value)

@@ -15,21 +15,42 @@ SCHEMA_VERSION = 1
 
 
 class SyncMessage(msgspec.Struct, frozen=True, omit_defaults=False):
-    """One SQS message: up to 25 records of one sync, with the sync's identity and timestamp."""
+    """One SQS message: up to 25 records of one sync, with the sync's identity and timestamp.
+
+    `seq` numbers the sync's messages from 0 so the completeness ledger can match each message's
+    outcome to the producer's manifest; it is optional, so bodies without it are still accepted.
+    """
 
     sync_id: str
     synced_at: str  # UTC, fixed-width ISO-8601 (`2025-07-19T06:00:00.000000Z`): compares as text
     records: list[EarningsRecord]
     v: int = SCHEMA_VERSION
+    seq: int | None = None
 
 
 class RawSyncMessage(msgspec.Struct, frozen=True):
-    """Envelope decoded without validating records, so one bad record cannot sink its neighbours."""
+    """Envelope decoded without validating records, so one bad record cannot sink its neighbours.
+
+    `positions` is present only on a replay of part of a message (a DLQ message of poison records):
+    each record's index in the original message `seq`, so the ledger counts it where it belongs.
+    """
 
     sync_id: str
     synced_at: str
     records: list[msgspec.Raw]
     v: int = SCHEMA_VERSION
+    seq: int | None = None
+    positions: list[int] | None = None
+
+    def record_positions(self) -> list[int] | None:
+        """Each record's index in message `seq`; None when it cannot be told (no seq, bad positions)."""
+        if self.seq is None:
+            return None
+        if self.positions is None:
+            return list(range(len(self.records)))
+        if len(self.positions) != len(self.records):
+            return None
+        return list(self.positions)
 
 
 _encoder = msgspec.json.Encoder()
@@ -85,12 +106,16 @@ def build_messages(
     max_records: int = MAX_RECORDS_PER_MESSAGE,
     max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> Iterator[tuple[str, int]]:
-    """(body, record count) per message, each ≤ max_records and ≤ max_bytes (halved until it fits)."""
+    """(body, record count) per message, each ≤ max_records and ≤ max_bytes (halved until it fits).
+
+    Messages are numbered (`seq`) 0, 1, 2… in the order they are yielded.
+    """
+    seq = 0
     for packed in pack_records(groups, max_records):
         pending = [packed]  # a stack: halves of an oversize message, first half on top
         while pending:
             rows = pending.pop()
-            body = encode_message(SyncMessage(sync_id=sync_id, synced_at=synced_at, records=rows))
+            body = encode_message(SyncMessage(sync_id=sync_id, synced_at=synced_at, records=rows, seq=seq))
             if len(body.encode()) > max_bytes:
                 if len(rows) == 1:
                     raise ValueError(f"record {rows[0].key} alone exceeds the {max_bytes}-byte message limit")
@@ -98,6 +123,7 @@ def build_messages(
                 pending.append(rows[half:])
                 pending.append(rows[:half])
                 continue
+            seq += 1
             yield body, len(rows)
 
 

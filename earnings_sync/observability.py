@@ -3,13 +3,20 @@
 The domain code only counts (`ConsumerTally`, `SyncReport`); handlers turn the counts into metrics
 here, once per invocation. `parse_emf` reads the same EMF lines back, for the local runner's summary
 and for tests, so what an operator sees in CloudWatch and what `earnings-sync local` prints agree.
+
+`METRICS` declares every metric once (unit, emitting handlers, meaning, dimensions): the emit
+functions take their units from it and refuse undeclared names, and the template checks and
+docs/operations.md are tested against it, so an alarm can only watch a metric the code emits.
 """
 
 from __future__ import annotations
 
 import json
+import resource
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -30,6 +37,7 @@ class M(StrEnum):
     SEND_RETRIES = "SendRetries"
     UPSTREAM_ERRORS = "UpstreamErrors"
     SYNC_DURATION = "SyncDuration"
+    SEND_THROTTLES = "SendThrottles"
     # consumer
     MESSAGES_PROCESSED = "MessagesProcessed"
     MESSAGES_FAILED = "MessagesFailed"
@@ -46,8 +54,12 @@ class M(StrEnum):
     POISON_RECORDS = "PoisonRecords"
     UNDECODABLE_MESSAGES = "UndecodableMessages"
     DLQ_SENDS = "DlqSends"
+    LEDGER_OUTCOMES = "LedgerOutcomesRecorded"
+    LEDGER_REPEATS = "LedgerOutcomesRepeated"
+    LEDGER_WRITE_FAILURES = "LedgerWriteFailures"
     BATCH_DURATION = "BatchDuration"
     DYNAMODB_REQUESTS = "DynamoDBRequests"
+    THROTTLES = "Throttles"
     # stream consumer
     STREAM_RECORDS_PROCESSED = "StreamRecordsProcessed"
     STREAM_RECORD_FAILURES = "StreamRecordFailures"
@@ -61,74 +73,197 @@ class M(StrEnum):
     REMOVE_EVENTS = "RemoveEvents"
     STREAM_BATCH_DURATION = "StreamBatchDuration"
     STREAM_DYNAMODB_REQUESTS = "StreamDynamoDBRequests"
+    STREAM_THROTTLES = "StreamThrottles"
     # upcoming-earnings reads (GSI `upcoming-earnings-index`)
     UPCOMING_QUERIES = "UpcomingIndexQueries"
     UPCOMING_QUERY_DURATION = "UpcomingQueryDuration"
     UPCOMING_INDEX_FAILURES = "UpcomingIndexFailures"
     UPCOMING_SCAN_FALLBACKS = "UpcomingScanFallbacks"
+    UPCOMING_REQUESTS = "UpcomingRequests"
+    UPCOMING_REQUEST_FAILURES = "UpcomingRequestFailures"
+    UPCOMING_THROTTLES = "UpcomingThrottles"
+    # every handler
+    MEMORY_USED = "MemoryUsedMB"
+    MEMORY_UTILIZATION = "MemoryUtilization"
+    COLD_START = "ColdStart"  # added by Powertools (capture_cold_start_metric), in a blob of its own
+
+
+class Handler(StrEnum):
+    """Where each Lambda's handler lives: template.yaml's `Handler` is `<module>.lambda_handler`."""
+
+    PRODUCER = "producers.app"
+    CONSUMER = "consumers.sqs_consumer"
+    STREAM_CONSUMER = "consumers.stream_consumer"
+    UPCOMING = "consumers.upcoming_query"
+
+
+# Powertools puts `service` (POWERTOOLS_SERVICE_NAME) on every metric and we add no default
+# dimension, so each EMF blob declares exactly this set; an alarm must name exactly the same set
+# (CloudWatch matches dimension sets exactly) or it watches a metric nobody publishes.
+DIMENSIONS: tuple[str, ...] = ("service",)
+COLD_START_DIMENSIONS: tuple[str, ...] = ("function_name", "service")  # Powertools' cold-start blob
+
+_P, _C, _S, _U = Handler.PRODUCER, Handler.CONSUMER, Handler.STREAM_CONSUMER, Handler.UPCOMING
+_COUNT, _MS = MetricUnit.Count, MetricUnit.Milliseconds
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as published: `per` names the key of its `<name>_<key>` variants, if any."""
+
+    name: str
+    unit: MetricUnit
+    emitted_by: tuple[Handler, ...]
+    description: str
+    per: str | None = None
+    dimensions: tuple[str, ...] = DIMENSIONS
+
+
+_SPECS = (
+    # producer
+    MetricSpec(M.ROWS_READ, _COUNT, (_P,), "CSV data rows read in a sync"),
+    MetricSpec(M.ROWS_REJECTED, _COUNT, (_P,), "rows that did not validate, in total and per reason", per="reason"),
+    MetricSpec(M.DUPLICATE_ROWS, _COUNT, (_P,), "rows replaced by a later row with the same key"),
+    MetricSpec(M.RECORDS_ENQUEUED, _COUNT, (_P,), "records that reached the queue"),
+    MetricSpec(M.MESSAGES_ENQUEUED, _COUNT, (_P,), "messages that reached the queue"),
+    MetricSpec(M.ENQUEUE_FAILURES, _COUNT, (_P,), "messages still not sent after retries (the sync failed)"),
+    MetricSpec(M.SEND_RETRIES, _COUNT, (_P,), "SendMessageBatch retries (SDK retries + resent Failed entries)"),
+    MetricSpec(M.SEND_THROTTLES, _COUNT, (_P,), "throttled SQS/S3/SSM/ledger responses, retried ones included"),
+    MetricSpec(M.UPSTREAM_ERRORS, _COUNT, (_P,), "AlphaVantage answered something other than the calendar"),
+    MetricSpec(M.SYNC_DURATION, _MS, (_P,), "ms for a whole sync"),
+    # consumer
+    MetricSpec(M.MESSAGES_PROCESSED, _COUNT, (_C,), "messages handled"),
+    MetricSpec(M.MESSAGES_FAILED, _COUNT, (_C,), "messages reported in batchItemFailures (SQS delivers them again)"),
+    MetricSpec(M.RECORDS_RECEIVED, _COUNT, (_C,), "records in the messages handled"),
+    MetricSpec(M.RECORDS_WRITTEN, _COUNT, (_C,), "content writes (= RecordsInserted + RecordsUpdated): write successes"),
+    MetricSpec(M.RECORDS_INSERTED, _COUNT, (_C,), "new items"),
+    MetricSpec(M.RECORDS_UPDATED, _COUNT, (_C,), "items whose content changed"),
+    MetricSpec(M.RECORDS_UNCHANGED, _COUNT, (_C,), "records already in the table: only lastSyncDate moved forward, or nothing"),
+    MetricSpec(M.STALE_SYNC_SKIPPED, _COUNT, (_C,), "records older than the stored item, skipped (conflict resolved for the newer sync)"),
+    MetricSpec(M.LOST_RACES, _COUNT, (_C,), "conditional writes that lost a race and were decided again"),
+    MetricSpec(M.WRITE_FAILURES, _COUNT, (_C,), "failed messages + poison records"),
+    MetricSpec(M.WRITE_RETRIES, _COUNT, (_C,), "SDK retries + UnprocessedKeys/UnprocessedItems retries"),
+    MetricSpec(M.THROTTLES, _COUNT, (_C,), "throttled DynamoDB/SQS responses, retried ones included"),
+    MetricSpec(M.RETRY_EXHAUSTED, _COUNT, (_C,), "messages moved to the DLQ on their last receive, retries used up"),
+    MetricSpec(M.POISON_RECORDS, _COUNT, (_C,), "records sent to the DLQ because they can never be written"),
+    MetricSpec(M.UNDECODABLE_MESSAGES, _COUNT, (_C,), "message bodies that are not sync messages (sent to the DLQ verbatim)"),
+    MetricSpec(M.DLQ_SENDS, _COUNT, (_C,), "DLQ messages sent by the consumer"),
+    MetricSpec(M.LEDGER_OUTCOMES, _COUNT, (_C,), "message outcomes recorded in the completeness ledger (first completions)"),
+    MetricSpec(M.LEDGER_REPEATS, _COUNT, (_C,), "completed messages whose outcome was already in the ledger (redeliveries)"),
+    MetricSpec(M.LEDGER_WRITE_FAILURES, _COUNT, (_P, _C), "ledger writes that failed (manifest: sync not provable; outcome: message retried)"),
+    MetricSpec(M.DYNAMODB_REQUESTS, _COUNT, (_C,), "DynamoDB requests spent by a batch, in total and per kind", per="kind"),
+    MetricSpec(M.BATCH_DURATION, _MS, (_C,), "ms per SQS batch"),
+    # stream consumer
+    MetricSpec(M.STREAM_RECORDS_PROCESSED, _COUNT, (_S,), "stream records handled"),
+    MetricSpec(M.STREAM_RECORD_FAILURES, _COUNT, (_S,), "stream records that raised (Lambda retries from them)"),
+    MetricSpec(M.VALIDATION_PASSED, _COUNT, (_S,), "new or changed items that pass the consistency rules"),
+    MetricSpec(M.VALIDATION_FAILED, _COUNT, (_S,), "items that break a consistency rule, in total and per rule", per="rule"),
+    MetricSpec(M.BOOKKEEPING_ONLY, _COUNT, (_S,), "MODIFY records that only moved lastSyncDate/sync_id"),
+    MetricSpec(M.SUPERSEDED_REMOVED, _COUNT, (_S,), "items deleted because the same fiscal period moved to another date"),
+    MetricSpec(M.SUPERSEDED_CONFLICTS, _COUNT, (_S,), "superseded deletes skipped because a newer write got there first"),
+    MetricSpec(M.REGRESSIONS_RESTORED, _COUNT, (_S,), "items put back after a write carried an older lastSyncDate"),
+    MetricSpec(M.REGRESSION_CONFLICTS, _COUNT, (_S,), "restores skipped because the item moved on"),
+    MetricSpec(M.REMOVE_EVENTS, _COUNT, (_S,), "REMOVE records seen"),
+    MetricSpec(M.STREAM_DYNAMODB_REQUESTS, _COUNT, (_S,), "DynamoDB requests spent by a stream batch, in total and per kind", per="kind"),
+    MetricSpec(M.STREAM_THROTTLES, _COUNT, (_S,), "throttled DynamoDB responses, retried ones included"),
+    MetricSpec(M.STREAM_BATCH_DURATION, _MS, (_S,), "ms per stream batch"),
+    # upcoming-earnings reads
+    MetricSpec(M.UPCOMING_REQUESTS, _COUNT, (_U,), "valid requests served or failed"),
+    MetricSpec(M.UPCOMING_REQUEST_FAILURES, _COUNT, (_U,), "requests that failed outright (throttled, or the fallback failed too)"),
+    MetricSpec(M.UPCOMING_QUERIES, _COUNT, (_U,), "GSI Query calls that succeeded"),
+    MetricSpec(M.UPCOMING_INDEX_FAILURES, _COUNT, (_U,), "requests whose GSI Query failed and fell back to a Scan"),
+    MetricSpec(M.UPCOMING_SCAN_FALLBACKS, _COUNT, (_U,), "requests answered by the Scan fallback"),
+    MetricSpec(M.UPCOMING_QUERY_DURATION, _MS, (_U,), "ms per request (all its queries, or the fallback)"),
+    MetricSpec(M.UPCOMING_THROTTLES, _COUNT, (_U,), "throttled DynamoDB responses, retried ones included"),
+    # every handler
+    MetricSpec(M.MEMORY_USED, MetricUnit.Megabytes, tuple(Handler), "peak resident memory of the execution environment (ru_maxrss)"),
+    MetricSpec(M.MEMORY_UTILIZATION, MetricUnit.Percent, tuple(Handler), "MemoryUsedMB as a percentage of the function's MemorySize"),
+    MetricSpec(M.COLD_START, _COUNT, tuple(Handler), "first invocation of an execution environment", dimensions=COLD_START_DIMENSIONS),
+)
+METRICS: Mapping[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def spec_for(name: str) -> MetricSpec:
+    """The declaration behind a metric name, `<name>_<key>` variants included; KeyError if none."""
+    if name in METRICS:
+        return METRICS[name]
+    for spec in _SPECS:
+        if spec.per is not None and name.startswith(f"{spec.name}_") and len(name) > len(spec.name) + 1:
+            return spec
+    raise KeyError(f"metric {name!r} is not declared in observability.METRICS")
+
+
+def add_metric(metrics: Any, name: str, value: float) -> None:
+    """add_metric with the declared unit: an undeclared name fails here, in tests, not in CloudWatch."""
+    metrics.add_metric(name=name, unit=spec_for(name).unit, value=value)
 
 
 REJECTED_PREFIX = f"{M.ROWS_REJECTED}_"
 VALIDATION_FAILED_PREFIX = f"{M.VALIDATION_FAILED}_"
 
 
-def emit_producer_metrics(metrics: Any, report: dict[str, Any]) -> None:
-    """`report` is `SyncReport.as_dict()`."""
-    metrics.add_metric(name=M.ROWS_READ, unit=MetricUnit.Count, value=report["rows"])
-    metrics.add_metric(name=M.ROWS_REJECTED, unit=MetricUnit.Count, value=report["rejected_total"])
+def emit_producer_metrics(metrics: Any, report: dict[str, Any], throttles: int = 0) -> None:
+    """`report` is `SyncReport.as_dict()`; `throttles` from `aws.counting_throttles`."""
+    add_metric(metrics, M.ROWS_READ, report["rows"])
+    add_metric(metrics, M.ROWS_REJECTED, report["rejected_total"])
     for reason, count in report["rejected"].items():
-        metrics.add_metric(name=f"{REJECTED_PREFIX}{reason}", unit=MetricUnit.Count, value=count)
-    metrics.add_metric(name=M.DUPLICATE_ROWS, unit=MetricUnit.Count, value=report["duplicates"])
-    metrics.add_metric(name=M.RECORDS_ENQUEUED, unit=MetricUnit.Count, value=report["records_enqueued"])
-    metrics.add_metric(name=M.MESSAGES_ENQUEUED, unit=MetricUnit.Count, value=report["messages_sent"])
-    metrics.add_metric(name=M.ENQUEUE_FAILURES, unit=MetricUnit.Count, value=len(report["failed_messages"]))
-    metrics.add_metric(name=M.SEND_RETRIES, unit=MetricUnit.Count, value=report["send_retries"])
-    metrics.add_metric(name=M.SYNC_DURATION, unit=MetricUnit.Milliseconds, value=report["duration_ms"])
+        add_metric(metrics, f"{REJECTED_PREFIX}{reason}", count)
+    add_metric(metrics, M.DUPLICATE_ROWS, report["duplicates"])
+    add_metric(metrics, M.RECORDS_ENQUEUED, report["records_enqueued"])
+    add_metric(metrics, M.MESSAGES_ENQUEUED, report["messages_sent"])
+    add_metric(metrics, M.ENQUEUE_FAILURES, len(report["failed_messages"]))
+    add_metric(metrics, M.SEND_RETRIES, report["send_retries"])
+    add_metric(metrics, M.SEND_THROTTLES, throttles)
+    add_metric(metrics, M.LEDGER_WRITE_FAILURES, int(str(report.get("ledger", "")).startswith("failed")))
+    add_metric(metrics, M.SYNC_DURATION, report["duration_ms"])
 
 
-def emit_consumer_metrics(metrics: Any, tally: Any, duration_ms: float) -> None:
-    """`tally` is a `ConsumerTally`."""
-    add = metrics.add_metric
-    add(name=M.MESSAGES_PROCESSED, unit=MetricUnit.Count, value=tally.messages)
-    add(name=M.MESSAGES_FAILED, unit=MetricUnit.Count, value=tally.messages_failed)
-    add(name=M.RECORDS_RECEIVED, unit=MetricUnit.Count, value=tally.records)
-    add(name=M.RECORDS_WRITTEN, unit=MetricUnit.Count, value=tally.inserted + tally.updated)
-    add(name=M.RECORDS_INSERTED, unit=MetricUnit.Count, value=tally.inserted)
-    add(name=M.RECORDS_UPDATED, unit=MetricUnit.Count, value=tally.updated)
-    add(name=M.RECORDS_UNCHANGED, unit=MetricUnit.Count, value=tally.unchanged)
-    add(name=M.STALE_SYNC_SKIPPED, unit=MetricUnit.Count, value=tally.stale)
-    add(name=M.WRITE_FAILURES, unit=MetricUnit.Count, value=tally.messages_failed + tally.poison_records)
-    add(name=M.WRITE_RETRIES, unit=MetricUnit.Count, value=tally.retries)
-    add(name=M.RETRY_EXHAUSTED, unit=MetricUnit.Count, value=tally.retry_exhausted)
-    add(name=M.LOST_RACES, unit=MetricUnit.Count, value=tally.lost_races)
-    add(name=M.POISON_RECORDS, unit=MetricUnit.Count, value=tally.poison_records)
-    add(name=M.UNDECODABLE_MESSAGES, unit=MetricUnit.Count, value=tally.undecodable_messages)
-    add(name=M.DLQ_SENDS, unit=MetricUnit.Count, value=tally.dlq_sends)
-    add(name=M.DYNAMODB_REQUESTS, unit=MetricUnit.Count, value=sum(tally.requests.values()))
+def emit_consumer_metrics(metrics: Any, tally: Any, duration_ms: float, throttles: int = 0) -> None:
+    """`tally` is a `ConsumerTally`; `throttles` from `aws.counting_throttles`."""
+    add_metric(metrics, M.MESSAGES_PROCESSED, tally.messages)
+    add_metric(metrics, M.MESSAGES_FAILED, tally.messages_failed)
+    add_metric(metrics, M.RECORDS_RECEIVED, tally.records)
+    add_metric(metrics, M.RECORDS_WRITTEN, tally.inserted + tally.updated)
+    add_metric(metrics, M.RECORDS_INSERTED, tally.inserted)
+    add_metric(metrics, M.RECORDS_UPDATED, tally.updated)
+    add_metric(metrics, M.RECORDS_UNCHANGED, tally.unchanged)
+    add_metric(metrics, M.STALE_SYNC_SKIPPED, tally.stale)
+    add_metric(metrics, M.WRITE_FAILURES, tally.messages_failed + tally.poison_records)
+    add_metric(metrics, M.WRITE_RETRIES, tally.retries)
+    add_metric(metrics, M.THROTTLES, throttles)
+    add_metric(metrics, M.RETRY_EXHAUSTED, tally.retry_exhausted)
+    add_metric(metrics, M.LOST_RACES, tally.lost_races)
+    add_metric(metrics, M.POISON_RECORDS, tally.poison_records)
+    add_metric(metrics, M.UNDECODABLE_MESSAGES, tally.undecodable_messages)
+    add_metric(metrics, M.DLQ_SENDS, tally.dlq_sends)
+    add_metric(metrics, M.LEDGER_OUTCOMES, tally.ledger_recorded)
+    add_metric(metrics, M.LEDGER_REPEATS, tally.ledger_repeats)
+    add_metric(metrics, M.LEDGER_WRITE_FAILURES, tally.ledger_failures)
+    add_metric(metrics, M.DYNAMODB_REQUESTS, sum(tally.requests.values()))
     for kind, count in sorted(tally.requests.items()):
-        add(name=f"{M.DYNAMODB_REQUESTS}_{kind}", unit=MetricUnit.Count, value=count)
-    add(name=M.BATCH_DURATION, unit=MetricUnit.Milliseconds, value=round(duration_ms, 1))
+        add_metric(metrics, f"{M.DYNAMODB_REQUESTS}_{kind}", count)
+    add_metric(metrics, M.BATCH_DURATION, round(duration_ms, 1))
 
 
-def emit_stream_metrics(metrics: Any, tally: Any, duration_ms: float) -> None:
+def emit_stream_metrics(metrics: Any, tally: Any, duration_ms: float, throttles: int = 0) -> None:
     """`tally` is a `stream.StreamTally`; one ValidationFailed_<rule> per rule seen."""
-    add = metrics.add_metric
-    add(name=M.STREAM_RECORDS_PROCESSED, unit=MetricUnit.Count, value=tally.records)
-    add(name=M.STREAM_RECORD_FAILURES, unit=MetricUnit.Count, value=tally.failures)
-    add(name=M.VALIDATION_PASSED, unit=MetricUnit.Count, value=tally.validation_passed)
-    add(name=M.VALIDATION_FAILED, unit=MetricUnit.Count, value=tally.validation_failed)
+    add_metric(metrics, M.STREAM_RECORDS_PROCESSED, tally.records)
+    add_metric(metrics, M.STREAM_RECORD_FAILURES, tally.failures)
+    add_metric(metrics, M.VALIDATION_PASSED, tally.validation_passed)
+    add_metric(metrics, M.VALIDATION_FAILED, tally.validation_failed)
     for rule, count in sorted(tally.violations.items()):
-        add(name=f"{VALIDATION_FAILED_PREFIX}{rule}", unit=MetricUnit.Count, value=count)
-    add(name=M.BOOKKEEPING_ONLY, unit=MetricUnit.Count, value=tally.bookkeeping_only)
-    add(name=M.SUPERSEDED_REMOVED, unit=MetricUnit.Count, value=tally.superseded_removed)
-    add(name=M.SUPERSEDED_CONFLICTS, unit=MetricUnit.Count, value=tally.superseded_conflicts)
-    add(name=M.REGRESSIONS_RESTORED, unit=MetricUnit.Count, value=tally.regressions_restored)
-    add(name=M.REGRESSION_CONFLICTS, unit=MetricUnit.Count, value=tally.regression_conflicts)
-    add(name=M.REMOVE_EVENTS, unit=MetricUnit.Count, value=tally.removes)
-    add(name=M.STREAM_DYNAMODB_REQUESTS, unit=MetricUnit.Count, value=sum(tally.requests.values()))
+        add_metric(metrics, f"{VALIDATION_FAILED_PREFIX}{rule}", count)
+    add_metric(metrics, M.BOOKKEEPING_ONLY, tally.bookkeeping_only)
+    add_metric(metrics, M.SUPERSEDED_REMOVED, tally.superseded_removed)
+    add_metric(metrics, M.SUPERSEDED_CONFLICTS, tally.superseded_conflicts)
+    add_metric(metrics, M.REGRESSIONS_RESTORED, tally.regressions_restored)
+    add_metric(metrics, M.REGRESSION_CONFLICTS, tally.regression_conflicts)
+    add_metric(metrics, M.REMOVE_EVENTS, tally.removes)
+    add_metric(metrics, M.STREAM_DYNAMODB_REQUESTS, sum(tally.requests.values()))
     for kind, count in sorted(tally.requests.items()):
-        add(name=f"{M.STREAM_DYNAMODB_REQUESTS}_{kind}", unit=MetricUnit.Count, value=count)
-    add(name=M.STREAM_BATCH_DURATION, unit=MetricUnit.Milliseconds, value=round(duration_ms, 1))
+        add_metric(metrics, f"{M.STREAM_DYNAMODB_REQUESTS}_{kind}", count)
+    add_metric(metrics, M.STREAM_THROTTLES, throttles)
+    add_metric(metrics, M.STREAM_BATCH_DURATION, round(duration_ms, 1))
 
 
 def upcoming_metrics(result: Any) -> dict[str, float]:
@@ -143,8 +278,35 @@ def upcoming_metrics(result: Any) -> dict[str, float]:
 
 def emit_upcoming_metrics(metrics: Any, result: Any) -> None:
     for name, value in upcoming_metrics(result).items():
-        unit = MetricUnit.Milliseconds if name == M.UPCOMING_QUERY_DURATION else MetricUnit.Count
-        metrics.add_metric(name=name, unit=unit, value=value)
+        add_metric(metrics, name, value)
+
+
+def emit_upcoming_request(metrics: Any, *, failed: bool, throttles: int = 0) -> None:
+    """One per valid request, answered or not: the denominator of the GSI failure-rate alarm."""
+    add_metric(metrics, M.UPCOMING_REQUESTS, 1)
+    add_metric(metrics, M.UPCOMING_REQUEST_FAILURES, int(failed))
+    add_metric(metrics, M.UPCOMING_THROTTLES, throttles)
+
+
+def memory_used_mb() -> float:
+    """Peak resident memory of this process: what Lambda compares with MemorySize (kB on Linux)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def emit_memory_metrics(metrics: Any, context: Any) -> dict[str, float]:
+    """MemoryUsedMB, and MemoryUtilization against the context's limit (text in the real runtime).
+
+    Returns the figures for the handler's log line.
+    """
+    used = round(memory_used_mb(), 1)
+    figures = {"memory_used_mb": used}
+    add_metric(metrics, M.MEMORY_USED, used)
+    limit = float(getattr(context, "memory_limit_in_mb", 0) or 0)
+    if limit > 0:
+        figures["memory_utilization"] = round(100 * used / limit, 1)
+        add_metric(metrics, M.MEMORY_UTILIZATION, figures["memory_utilization"])
+    return figures
 
 
 def validation_failures_by_rule(totals: Mapping[str, float]) -> dict[str, int]:

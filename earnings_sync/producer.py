@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from earnings_sync.messages import batch_entries, build_messages
+from earnings_sync.ledger import MAX_NOTED, Manifest, SyncLedger
+from earnings_sync.messages import batch_entries, build_messages, decode_envelope
 from earnings_sync.records import EarningsRecord, ParseStats, Rejection, iter_symbol_groups, parse_csv, symbols_contiguous
 from earnings_sync.table import backoff_delays
 
@@ -54,6 +55,9 @@ class SyncReport:
     send_retries: int = 0
     failed_messages: list[dict[str, Any]] = field(default_factory=list)
     duration_ms: float = 0.0
+    duplicate_keys: list[dict[str, Any]] = field(default_factory=list)  # the first few, with both fiscal periods
+    seq_records: list[int] = field(default_factory=list)  # records per message, by seq (the ledger's manifest)
+    ledger: str = "off"  # recorded / failed: <why> / off (no ledger table configured)
 
     @property
     def rejected_total(self) -> int:
@@ -79,6 +83,8 @@ class SyncReport:
             "records_enqueued": self.records_enqueued,
             "send_retries": self.send_retries,
             "failed_messages": self.failed_messages,
+            "duplicate_keys": self.duplicate_keys,
+            "ledger": self.ledger,
             "duration_ms": round(self.duration_ms, 1),
         }
 
@@ -118,8 +124,11 @@ class SyncProducer:
         sleep: Callable[[float], None] = time.sleep,
         on_rejection: Callable[[Rejection], None] | None = None,
         on_duplicate: Callable[[EarningsRecord, EarningsRecord], None] | None = None,
+        on_start: Callable[[SyncReport], None] | None = None,
+        ledger: SyncLedger | None = None,
     ) -> None:
         self.sqs = sqs
+        self.ledger = ledger  # the completeness ledger: the sync's manifest is recorded there
         self.queue_url = queue_url
         self.max_records = max_records
         self.max_payload_bytes = max_payload_bytes
@@ -127,6 +136,7 @@ class SyncProducer:
         self.sleep = sleep
         self.on_rejection = on_rejection
         self.on_duplicate = on_duplicate
+        self.on_start = on_start  # told the sync_id before any row is read, so every log line can carry it
 
     def run(
         self,
@@ -146,6 +156,8 @@ class SyncProducer:
         started = time.perf_counter()
         sync_id, synced_at = new_sync_identity(synced_at)
         report = SyncReport(sync_id=sync_id, synced_at=synced_at, source=source_name)
+        if self.on_start is not None:
+            self.on_start(report)
         stats = ParseStats()
 
         def reject(rejection: Rejection) -> None:
@@ -153,6 +165,19 @@ class SyncProducer:
                 report.rejections.append({"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail})
             if self.on_rejection is not None:
                 self.on_rejection(rejection)
+
+        def duplicate(earlier: EarningsRecord, later: EarningsRecord) -> None:
+            if len(report.duplicate_keys) < MAX_NOTED:
+                report.duplicate_keys.append(
+                    {"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]}
+                )
+            if self.on_duplicate is not None:
+                self.on_duplicate(earlier, later)
+
+        def numbered(messages: Iterable[tuple[str, int]]) -> Iterable[tuple[str, dict]]:
+            for body, count in messages:
+                report.seq_records.append(count)
+                yield body, message_attributes(sync_id, synced_at, count)
 
         with contextlib.ExitStack() as stack:
             if isinstance(source, Path):
@@ -164,19 +189,43 @@ class SyncProducer:
                 lines = text
             else:
                 contiguous, lines = False, source
-            groups = iter_symbol_groups(parse_csv(lines, secrets), stats, reject, self.on_duplicate, contiguous=contiguous)
-            bodies = (
-                (body, message_attributes(sync_id, synced_at, count))
-                for body, count in build_messages(groups, sync_id, synced_at, self.max_records, self.max_payload_bytes)
-            )
+            groups = iter_symbol_groups(parse_csv(lines, secrets), stats, reject, duplicate, contiguous=contiguous)
+            bodies = numbered(build_messages(groups, sync_id, synced_at, self.max_records, self.max_payload_bytes))
             for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):
                 self._send_batch(batch, report)
         report.rows, report.records, report.duplicates = stats.rows, stats.records, stats.duplicates
         report.rejected = stats.rejected
+        self._record_manifest(report)
         report.duration_ms = (time.perf_counter() - started) * 1000
         if report.failed_messages:
             raise EnqueueError(report)
         return report
+
+    def _record_manifest(self, report: SyncReport) -> None:
+        """The ledger's left-hand side. A failure is reported, not raised: the sync itself is done,
+        and the ledger will show it without a manifest (incomplete) rather than lose it."""
+        if self.ledger is None:
+            return
+        manifest = Manifest(
+            sync_id=report.sync_id,
+            synced_at=report.synced_at,
+            source=report.source,
+            rows=report.rows,
+            records=report.records,
+            duplicates=report.duplicates,
+            rejected=dict(report.rejected),
+            seq_records=report.seq_records,
+            unsent=[f["seq"] for f in report.failed_messages if f.get("seq") is not None],
+            unsent_error=report.failed_messages[0]["error"] if report.failed_messages else "",
+            rejections=report.rejections[:MAX_NOTED],
+            duplicate_keys=report.duplicate_keys,
+        )
+        try:
+            self.ledger.write_manifest(manifest)
+        except Exception as exc:  # noqa: BLE001 - reported in the result, the log and a metric
+            report.ledger = f"failed: {type(exc).__name__}: {exc}"[:300]
+            return
+        report.ledger = "recorded"
 
     def _send_batch(self, batch: list[tuple[str, dict]], report: SyncReport) -> None:
         """SendMessageBatch, then resend only the entries reported in `Failed`, with backoff."""
@@ -219,7 +268,12 @@ class SyncProducer:
     def _record_failure(entry: tuple[str, dict], error: str, report: SyncReport) -> None:
         body, attrs = entry
         report.failed_messages.append(
-            {"records": int(attrs["record_count"]["StringValue"]), "error": error, "body_bytes": len(body.encode())}
+            {
+                "seq": decode_envelope(body).seq,
+                "records": int(attrs["record_count"]["StringValue"]),
+                "error": error,
+                "body_bytes": len(body.encode()),
+            }
         )
 
 
@@ -233,6 +287,8 @@ def sync_from_event(
     opener: Callable[..., Any] | None = None,
     on_rejection: Callable[[Rejection], None] | None = None,
     on_duplicate: Callable[[EarningsRecord, EarningsRecord], None] | None = None,
+    on_start: Callable[[SyncReport], None] | None = None,
+    ledger: SyncLedger | None = None,
 ) -> SyncReport:
     """Pick the source the event names and run one sync from it.
 
@@ -249,6 +305,8 @@ def sync_from_event(
         max_payload_bytes=settings.max_payload_bytes,
         on_rejection=on_rejection,
         on_duplicate=on_duplicate,
+        on_start=on_start,
+        ledger=ledger,
     )
     synced_at = event.get("synced_at")
     s3_ref = event.get("s3")

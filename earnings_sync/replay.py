@@ -528,7 +528,10 @@ def replay_body(message: DlqMessage) -> str:
         letter = _dead_letter_decoder.decode(message.body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return message.body
-    envelope = RawSyncMessage(sync_id=letter.sync_id, synced_at=letter.synced_at, records=letter.records, v=letter.v)
+    envelope = RawSyncMessage(
+        sync_id=letter.sync_id, synced_at=letter.synced_at, records=letter.records, v=letter.v,
+        seq=letter.seq, positions=letter.positions,
+    )
     return _encoder.encode(envelope).decode()
 
 

@@ -25,6 +25,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     aws_max_attempts: int = 8  # boto3 "standard" retry mode: exponential backoff with jitter
     write_attempts: int = 8  # our own loop for UnprocessedItems/UnprocessedKeys and lost races
     write_mode: Literal["batch", "conditional"] = "batch"  # README, "Write path"
+    ledger_table: str = ""  # the completeness ledger (docs/ledger.md); empty: not recorded
+    ledger_retention_days: int = 35  # outlives the DLQ's 14 days, so late replays still net out
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

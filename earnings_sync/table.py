@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
 from earnings_sync.records import EarningsRecord
 
@@ -43,6 +43,10 @@ THROTTLE_CODES = frozenset(
         "InternalFailure",
     }
 )
+
+
+# Connection failures that outlived the SDK's retries: as transient as throttling.
+TRANSIENT_ERRORS = (BotoConnectionError, HTTPClientError)
 
 
 class RetryableWriteError(Exception):
@@ -117,6 +121,7 @@ class UpsertResult:
     )
     stale_keys: list[tuple[str, str]] = field(default_factory=list)
     poison: list[tuple[int, str]] = field(default_factory=list)  # (index in input, reason)
+    by_index: dict[int, Outcome] = field(default_factory=dict)  # each record's outcome, for the ledger
     retries: int = 0  # throttled/unprocessed attempts that were retried
     lost_races: int = 0  # conditional writes that found a concurrent writer and re-decided
     requests: dict[str, int] = field(default_factory=dict)
@@ -124,6 +129,10 @@ class UpsertResult:
     @property
     def written(self) -> int:
         return self.outcomes["inserted"] + self.outcomes["updated"]
+
+    def count(self, index: int, outcome: Outcome) -> None:
+        self.outcomes[outcome] += 1
+        self.by_index[index] = outcome
 
     def count_request(self, kind: str, response: dict | None = None) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + 1
@@ -263,7 +272,7 @@ class EarningsTable:
         except PoisonRecordError as exc:
             result.poison.append((index, str(exc)))
             return
-        result.outcomes[outcome] += 1
+        result.count(index, outcome)
         if outcome == "stale":
             result.stale_keys.append(record.key)
 
@@ -285,14 +294,14 @@ class EarningsTable:
         writes: list[tuple[int, EarningsRecord, Decision]] = []
         for index, record in enumerate(records):
             if last_index[record.key] != index:
-                result.outcomes["unchanged"] += 1  # a later row of this message has the same key
+                result.count(index, "unchanged")  # a later row of this message has the same key
                 continue
             decision = decide(record, current.get(record.key), synced_at)
             if decision == "stale":
-                result.outcomes["stale"] += 1
+                result.count(index, "stale")
                 result.stale_keys.append(record.key)
             elif decision == "current":
-                result.outcomes["unchanged"] += 1
+                result.count(index, "unchanged")
             else:
                 writes.append((index, record, decision))
         for start in range(0, len(writes), BATCH_WRITE_LIMIT):
@@ -304,8 +313,8 @@ class EarningsTable:
                 for index, record, _ in chunk:
                     self._apply_one(index, record, current.get(record.key), sync_id, synced_at, result)
                 continue
-            for _, _, decision in chunk:
-                result.outcomes[DECISION_OUTCOME[decision]] += 1
+            for index, _, decision in chunk:
+                result.count(index, DECISION_OUTCOME[decision])
 
     def _batch_put(self, items: list[Item], result: UpsertResult) -> None:
         """BatchWriteItem with UnprocessedItems retried under exponential backoff with full jitter."""
@@ -361,6 +370,8 @@ class EarningsTable:
                     )
                     result.count_request("PutItem", response)
                 return DECISION_OUTCOME[decision]
+            except TRANSIENT_ERRORS as exc:
+                raise RetryableWriteError(f"{type(exc).__name__} after the SDK's retries: {exc}") from exc
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code", "") != "ConditionalCheckFailedException":
                     raise _classified(exc) from exc
@@ -375,6 +386,8 @@ class EarningsTable:
             response = method(**kwargs)
         except ClientError as exc:
             raise _classified(exc, operation) from exc
+        except TRANSIENT_ERRORS as exc:
+            raise RetryableWriteError(f"{operation}: {type(exc).__name__} after the SDK's retries: {exc}") from exc
         result.count_request(operation, response)
         return response
 

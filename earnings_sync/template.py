@@ -494,6 +494,54 @@ def function_properties(template: Mapping[str, Any], function_logical_id: str) -
     return _merge_globals(globals_, resource.get("Properties") or {})
 
 
+EVENT_SOURCE_MAPPING = "AWS::Lambda::EventSourceMapping"
+# SAM event type -> (the source's resource type and ARN attribute, SAM's name for the source ARN)
+_MAPPING_SOURCES = {
+    "SQS": ("AWS::SQS::Queue", "Arn", "Queue"),
+    "DynamoDB": ("AWS::DynamoDB::Table", "StreamArn", "Stream"),
+}
+_ARN_MARKERS = {"SQS": ":sqs:", "DynamoDB": "/stream/"}
+
+
+def _mapping_source_type(template: Mapping[str, Any], source: Any) -> str | None:
+    """SQS or DynamoDB for an EventSourceArn (a GetAtt of a template resource, or a literal ARN)."""
+    if isinstance(source, dict) and "Fn::GetAtt" in source:
+        target = source["Fn::GetAtt"]
+        logical_id, attribute = target if isinstance(target, list) else str(target).split(".", 1)
+        resource_type = ((template.get("Resources") or {}).get(logical_id) or {}).get("Type")
+        for event_type, (source_type, arn_attribute, _) in _MAPPING_SOURCES.items():
+            if (resource_type, attribute) == (source_type, arn_attribute):
+                return event_type
+        return None
+    if isinstance(source, str):
+        return next((t for t, marker in _ARN_MARKERS.items() if marker in source), None)
+    return None
+
+
+def _standalone_mappings(template: Mapping[str, Any], function_logical_id: str, event_type: str) -> list[dict[str, Any]]:
+    """The function's AWS::Lambda::EventSourceMapping resources of `event_type`, as SAM event Properties.
+
+    The template declares the consumers' mappings as plain resources rather than SAM `Events`: for
+    an event SAM attaches a managed policy granting the polling actions on every queue/stream
+    (Resource "*"); a plain mapping lets the template grant them on the one queue/stream.
+    """
+    found = []
+    function_refs = ({"Ref": function_logical_id}, {"Fn::GetAtt": [function_logical_id, "Arn"]})
+    for resource in (template.get("Resources") or {}).values():
+        if not isinstance(resource, dict) or resource.get("Type") != EVENT_SOURCE_MAPPING:
+            continue
+        properties = resource.get("Properties") or {}
+        if properties.get("FunctionName") not in function_refs:
+            continue
+        source = properties.get("EventSourceArn")
+        if _mapping_source_type(template, source) != event_type:
+            continue
+        event = {k: v for k, v in properties.items() if k not in ("FunctionName", "EventSourceArn")}
+        event[_MAPPING_SOURCES[event_type][2]] = source
+        found.append(event)
+    return found
+
+
 def event_source(
     template: Mapping[str, Any],
     function_logical_id: str,
@@ -503,18 +551,26 @@ def event_source(
 ) -> dict[str, Any]:
     """Resolved Properties of the function's single event of `event_type` (SQS, DynamoDB, …).
 
-    Without a context, parameters take their defaults and references to resources that do not
-    exist yet (e.g. `Queue: !GetAtt EarningsQueue.Arn`) are left as intrinsics.
+    The event is either a SAM `Events` entry of the function or an AWS::Lambda::EventSourceMapping
+    resource naming it; the latter is returned in SAM's shape (`Queue` / `Stream` for
+    EventSourceArn). Without a context, parameters take their defaults and references to resources
+    that do not exist yet (e.g. `Queue: !GetAtt EarningsQueue.Arn`) are left as intrinsics.
     """
     events = function_properties(template, function_logical_id).get("Events") or {}
-    matches = [e for e in events.values() if isinstance(e, dict) and e.get("Type") == event_type]
+    matches = [
+        e.get("Properties") or {}
+        for e in events.values()
+        if isinstance(e, dict) and e.get("Type") == event_type
+    ]
+    if event_type in _MAPPING_SOURCES:
+        matches.extend(_standalone_mappings(template, function_logical_id, event_type))
     if len(matches) != 1:
         raise TemplateError(
             f"{function_logical_id}: expected exactly one {event_type} event, found {len(matches)}"
         )
     if context is None:
         context = build_context(template, keep_unresolved=True)
-    return resolve(matches[0].get("Properties") or {}, context)
+    return resolve(matches[0], context)
 
 
 def function_timeout(
@@ -587,6 +643,8 @@ class LocalResources:
     stream_mapping: StreamMapping | None = None
     stream_failure_queue_url: str | None = None
     stream_failure_queue_arn: str | None = None
+    # logical id -> physical name of every AWS::DynamoDB::Table (EarningsTable, SyncLedgerTable, …)
+    tables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
 # CloudFormation AWS::SQS::Queue property -> SQS attribute name. Anything else is rejected, so a
@@ -675,7 +733,7 @@ _TABLE_DIRECT = frozenset(
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput")
 
 
-def _table_request(properties: Mapping[str, Any], table_name: str) -> dict[str, Any]:
+def _table_request(properties: Mapping[str, Any], table_name: str, logical_id: str = TABLE_ID) -> dict[str, Any]:
     """CreateTable arguments from AWS::DynamoDB::Table Properties (renaming where the API differs)."""
     request: dict[str, Any] = {"TableName": table_name}
     for name, value in properties.items():
@@ -698,7 +756,7 @@ def _table_request(properties: Mapping[str, Any], table_name: str) -> dict[str, 
         elif name == "Tags":
             request[name] = [{"Key": t["Key"], "Value": str(t["Value"])} for t in value]
         else:
-            raise TemplateError(f"{TABLE_ID}: property {name} is not supported locally")
+            raise TemplateError(f"{logical_id}: property {name} is not supported locally")
     return request
 
 
@@ -713,8 +771,10 @@ def _key_set(key_schema: list[Mapping[str, str]]) -> set[tuple[str, str]]:
     return {(key["AttributeName"], key["KeyType"]) for key in key_schema}
 
 
-def _create_table(dynamodb_client: Any, properties: Mapping[str, Any], table_name: str) -> dict[str, Any]:
-    request = _table_request(properties, table_name)
+def _create_table(
+    dynamodb_client: Any, properties: Mapping[str, Any], table_name: str, logical_id: str = TABLE_ID
+) -> dict[str, Any]:
+    request = _table_request(properties, table_name, logical_id)
     try:
         dynamodb_client.create_table(**request)
     except dynamodb_client.exceptions.ResourceInUseException:
@@ -764,8 +824,9 @@ def create_resources(
     region: str = DEFAULT_REGION,
     account_id: str = DEFAULT_ACCOUNT_ID,
 ) -> LocalResources:
-    """Create the DLQ, the queue, the table and the stream failure queue from the template's own
-    Properties, and read the stream consumer's mapping settings.
+    """Create the DLQ, the queue, the tables and the stream failure queue from the template's own
+    Properties, and read the stream consumer's mapping settings. Every AWS::DynamoDB::Table is
+    created (`LocalResources.tables`), EarningsTable first.
 
     Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`,
     `earnings-stream-failures`, the resolved table name) so several runs can share one endpoint.
@@ -801,6 +862,17 @@ def create_resources(
     context["attributes"][TABLE_ID] = {"Arn": table["TableArn"]}
     if stream_arn:
         context["attributes"][TABLE_ID]["StreamArn"] = stream_arn
+    tables = {TABLE_ID: table_name}
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if logical_id == TABLE_ID or not isinstance(resource, dict) or resource.get("Type") != "AWS::DynamoDB::Table":
+            continue
+        properties = resolve(resource.get("Properties") or {}, context)
+        name = f"{name_prefix}{properties.get('TableName', logical_id)}"
+        created = _create_table(dynamodb_client, properties, name, logical_id)
+        context["resources"][logical_id] = tables[logical_id] = name
+        context["attributes"][logical_id] = {"Arn": created["TableArn"]}
+        if created.get("LatestStreamArn"):
+            context["attributes"][logical_id]["StreamArn"] = created["LatestStreamArn"]
 
     sqs_event = event_source(template, CONSUMER_ID, "SQS", context=context)
     if sqs_event.get("Queue") != queue_arn:
@@ -840,6 +912,7 @@ def create_resources(
         stream_mapping=stream_mapping,
         stream_failure_queue_url=stream_failure_url,
         stream_failure_queue_arn=stream_failure_arn,
+        tables=MappingProxyType(tables),
     )
 
 
@@ -878,10 +951,11 @@ def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client
             continue
         with contextlib.suppress(sqs_client.exceptions.QueueDoesNotExist):
             sqs_client.delete_queue(QueueUrl=url)
-    try:
-        dynamodb_client.delete_table(TableName=resources.table_name)
-    except dynamodb_client.exceptions.ResourceNotFoundException:
-        return
-    dynamodb_client.get_waiter("table_not_exists").wait(
-        TableName=resources.table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-    )
+    for table_name in dict.fromkeys([resources.table_name, *resources.tables.values()]):
+        try:
+            dynamodb_client.delete_table(TableName=table_name)
+        except dynamodb_client.exceptions.ResourceNotFoundException:
+            continue
+        dynamodb_client.get_waiter("table_not_exists").wait(
+            TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        )

@@ -33,6 +33,11 @@ MAX_DAYS = 731  # two years of report days: the calendar itself reaches 12 month
 Position = tuple[str, str]  # (earnings_date, asset_symbol) of the last item returned
 
 
+INDEX_ATTRIBUTES = (  # keys + the NonKeyAttributes of upcoming-earnings-index in template.yaml
+    "asset_symbol", "earnings_date", "company_name", "fiscal_date_ending", "estimate", "currency", "time_of_the_day",
+)
+
+
 @dataclass
 class UpcomingResult:
     """Items in (earnings_date, asset_symbol) order, the token for the next page, and what it cost."""
@@ -202,6 +207,8 @@ def _from_scan(
     request: dict[str, Any] = {
         "TableName": table_name,
         "FilterExpression": "earnings_date BETWEEN :a AND :b",
+        # the attributes the index projects, so both paths answer with the same item shape
+        "ProjectionExpression": ", ".join(INDEX_ATTRIBUTES),
         "ExpressionAttributeValues": {
             ":a": {"S": max(date_from, position[0]) if position else date_from},
             ":b": {"S": date_to},

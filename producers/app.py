@@ -6,18 +6,30 @@ import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
-from earnings_sync.observability import NAMESPACE, SERVICE, M, emit_producer_metrics
-from earnings_sync.producer import EnqueueError, sync_from_event
+from earnings_sync.observability import NAMESPACE, SERVICE, M, add_metric, emit_memory_metrics, emit_producer_metrics
+from earnings_sync.ledger import SyncLedger
+from earnings_sync.producer import EnqueueError, SyncReport, sync_from_event
 from earnings_sync.records import EarningsRecord, Rejection, UpstreamError
 from earnings_sync.settings import Settings
 
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
 metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE), service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
 MAX_LOGGED_REJECTIONS = 100
+MAX_LOGGED_FAILURES = 20  # failed messages listed in the error line; all of them are counted
+
+
+def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
+    """The report without the per-row rejections (each was logged on its own) and with a capped
+    list of failed messages, so one log line stays readable whatever the sync did."""
+    shown = {k: v for k, v in summary.items() if k not in ("rejections", "failed_messages")}
+    failed = summary.get("failed_messages") or []
+    if failed:
+        shown["failed_messages"] = failed[:MAX_LOGGED_FAILURES]
+        shown["failed_messages_total"] = len(failed)
+    return shown
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -25,6 +37,10 @@ MAX_LOGGED_REJECTIONS = 100
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env()
     logged = 0
+
+    def on_start(report: SyncReport) -> None:
+        logger.append_keys(sync_id=report.sync_id)
+        logger.info("sync started", extra={"source": report.source, "synced_at": report.synced_at})
 
     def on_rejection(rejection: Rejection) -> None:
         nonlocal logged
@@ -38,27 +54,32 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             extra={"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]},
         )
 
+    sqs = aws.client("sqs", max_attempts=settings.aws_max_attempts)
+    s3 = aws.client("s3") if ("s3" in event or "Records" in event) else None
+    ssm = aws.client("ssm") if settings.alphavantage_api_key_parameter else None
+    ledger = None
+    if settings.ledger_table:
+        dynamodb = aws.client("dynamodb", max_attempts=settings.aws_max_attempts)
+        ledger = SyncLedger(dynamodb, settings.ledger_table, retention_days=settings.ledger_retention_days)
     try:
-        report = sync_from_event(
-            event,
-            settings,
-            sqs=aws.client("sqs", max_attempts=settings.aws_max_attempts),
-            s3=aws.client("s3") if ("s3" in event or "Records" in event) else None,
-            ssm=aws.client("ssm") if settings.alphavantage_api_key_parameter else None,
-            on_rejection=on_rejection,
-            on_duplicate=on_duplicate,
-        )
-    except UpstreamError as exc:
-        metrics.add_metric(name=M.UPSTREAM_ERRORS, unit=MetricUnit.Count, value=1)
-        logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
-        raise
-    except EnqueueError as exc:
-        summary = exc.report.as_dict()
-        emit_producer_metrics(metrics, summary)
-        logger.error("sync incomplete: messages not sent", extra={"sync": summary})
-        raise
+        with aws.counting_throttles(sqs, s3, ssm, ledger.client if ledger else None) as throttles:
+            try:
+                report = sync_from_event(
+                    event, settings, sqs=sqs, s3=s3, ssm=ssm,
+                    on_start=on_start, on_rejection=on_rejection, on_duplicate=on_duplicate, ledger=ledger,
+                )
+            except UpstreamError as exc:
+                add_metric(metrics, M.UPSTREAM_ERRORS, 1)
+                logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
+                raise
+            except EnqueueError as exc:
+                summary = exc.report.as_dict()
+                emit_producer_metrics(metrics, summary, throttles.count)
+                logger.error("sync incomplete: messages not sent", extra={"sync": _loggable(summary), "throttles": throttles.count})
+                raise
+    finally:
+        memory = emit_memory_metrics(metrics, context)
     summary = report.as_dict()
-    logger.append_keys(sync_id=report.sync_id)
-    emit_producer_metrics(metrics, summary)
-    logger.info("sync enqueued", extra={"sync": {k: v for k, v in summary.items() if k != "rejections"}})
+    emit_producer_metrics(metrics, summary, throttles.count)
+    logger.info("sync enqueued", extra={"sync": _loggable(summary), "throttles": throttles.count, **memory})
     return summary

@@ -166,7 +166,7 @@ def test_entries_that_keep_failing_are_reported_not_dropped(handler_env: dict[st
     from earnings_sync.producer import EnqueueError
 
     assert isinstance(error, EnqueueError)
-    assert error.report.failed_messages == [{"records": 3, "error": "bad", "body_bytes": error.report.failed_messages[0]["body_bytes"]}]
+    assert error.report.failed_messages == [{"seq": 0, "records": 3, "error": "bad", "body_bytes": error.report.failed_messages[0]["body_bytes"]}]
     assert metrics[M.ENQUEUE_FAILURES] == 1 and metrics[M.RECORDS_ENQUEUED] == 0
 
 

@@ -29,6 +29,7 @@ from earnings_sync.template import (
 )
 
 REGION = "us-east-1"
+STREAM_MAPPING_ID = "StreamConsumerMapping"  # a plain AWS::Lambda::EventSourceMapping, not a SAM event
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +294,7 @@ def test_sqs_event_reports_batch_item_failures(template: dict) -> None:
 
 def test_ssm_parameter_arn_has_exactly_one_slash(template: dict) -> None:
     statements = template["Resources"]["ProducerFunction"]["Properties"]["Policies"][0]["Statement"]
-    attributes = {"EarningsQueue": {"Arn": "arn:q"}}
+    attributes = {"EarningsQueue": {"Arn": "arn:q"}, "SyncLedgerTable": {"Arn": "arn:ledger"}}
     for name, expected in [
         ("/earnings-sync/alphavantage-api-key", "parameter/earnings-sync/alphavantage-api-key"),
         ("plain-name", "parameter/plain-name"),
@@ -308,7 +309,7 @@ def test_ssm_parameter_arn_has_exactly_one_slash(template: dict) -> None:
 
 def test_s3_statement_only_with_an_input_bucket(template: dict) -> None:
     statements = template["Resources"]["ProducerFunction"]["Properties"]["Policies"][0]["Statement"]
-    attributes = {"EarningsQueue": {"Arn": "arn:q"}}
+    attributes = {"EarningsQueue": {"Arn": "arn:q"}, "SyncLedgerTable": {"Arn": "arn:ledger"}}
     without = resolve(statements, build_context(template, attributes=attributes))
     assert all(s["Action"] != "s3:GetObject" for s in without)
     with_bucket = resolve(
@@ -322,7 +323,7 @@ def test_environment_merges_globals(template: dict) -> None:
     ctx = build_context(
         template,
         parameter_overrides={"LogLevel": "DEBUG"},
-        resources={"EarningsQueue": "https://q"},
+        resources={"EarningsQueue": "https://q", "SyncLedgerTable": "ledger"},
     )
     env = function_environment(template, "ProducerFunction", ctx)
     assert env == {
@@ -330,6 +331,7 @@ def test_environment_merges_globals(template: dict) -> None:
         "POWERTOOLS_METRICS_NAMESPACE": "EarningsSync",
         "POWERTOOLS_LOG_LEVEL": "DEBUG",
         "QUEUE_URL": "https://q",
+        "LEDGER_TABLE": "ledger",
         "ALPHAVANTAGE_API_KEY_PARAMETER": "/earnings-sync/alphavantage-api-key",
         "ALPHAVANTAGE_HORIZON": "3month",
     }
@@ -337,6 +339,7 @@ def test_environment_merges_globals(template: dict) -> None:
 
 def test_event_source_reads_a_dynamodb_stream_mapping_the_same_way(template: dict) -> None:
     extended = copy.deepcopy(template)
+    mapping = extended["Resources"].pop("StreamConsumerMapping")  # the SAM event replaces it here
     extended["Resources"]["StreamConsumerFunction"] = {
         "Type": "AWS::Serverless::Function",
         "Properties": {
@@ -361,6 +364,9 @@ def test_event_source_reads_a_dynamodb_stream_mapping_the_same_way(template: dic
     }
     with pytest.raises(TemplateError, match="exactly one DynamoDB event"):
         event_source(extended, CONSUMER_ID, "DynamoDB")
+    extended["Resources"]["StreamConsumerMapping"] = mapping  # both: Lambda would get two mappings
+    with pytest.raises(TemplateError, match="exactly one DynamoDB event, found 2"):
+        event_source(extended, "StreamConsumerFunction", "DynamoDB", context=ctx)
 
 
 # --------------------------------------------------------------------------- create_resources on moto
@@ -443,7 +449,8 @@ def test_runs_with_different_prefixes_share_an_endpoint_and_reruns_reuse(templat
     )
 
     delete_resources(first, dynamodb, sqs)
-    assert dynamodb.list_tables()["TableNames"] == [second.table_name]
+    assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(second.tables.values())
+    assert second.tables == {"EarningsTable": "b-earningsCalendar", "SyncLedgerTable": "b-earningsCalendar-sync-ledger"}
     assert sorted(sqs.list_queues()["QueueUrls"]) == sorted(
         [second.queue_url, second.dlq_url, second.stream_failure_queue_url]
     )
@@ -472,7 +479,7 @@ def test_an_unknown_table_property_is_not_silently_ignored(template: dict, aws) 
 def test_stream_mapping_settings_come_from_the_template(template: dict, aws) -> None:
     dynamodb, sqs = aws
     res = create_resources(template, dynamodb, sqs, name_prefix="s-")
-    event = template["Resources"][STREAM_CONSUMER_ID]["Properties"]["Events"]["TableChanges"]["Properties"]
+    event = template["Resources"][STREAM_MAPPING_ID]["Properties"]
     mapping = res.stream_mapping
     assert mapping is not None and mapping.stream_arn == res.stream_arn
     assert mapping.starting_position == event["StartingPosition"] == "TRIM_HORIZON"
@@ -495,7 +502,7 @@ def test_stream_mapping_settings_come_from_the_template(template: dict, aws) -> 
 def test_a_changed_batch_size_reaches_the_mapping(template: dict, aws) -> None:
     dynamodb, sqs = aws
     changed = copy.deepcopy(template)
-    event = changed["Resources"][STREAM_CONSUMER_ID]["Properties"]["Events"]["TableChanges"]["Properties"]
+    event = changed["Resources"][STREAM_MAPPING_ID]["Properties"]
     event["BatchSize"] = 7
     del event["BisectBatchOnFunctionError"], event["MaximumRetryAttempts"]
     mapping = create_resources(changed, dynamodb, sqs).stream_mapping
@@ -524,6 +531,11 @@ def test_stream_consumer_policy_is_least_privilege(template: dict) -> None:
         "dynamodb:DeleteItem": {"arn:table"},
         "dynamodb:PutItem": {"arn:table"},
         "sqs:SendMessage": {"arn:failures"},
+        # the stream mapping's reads (a plain mapping resource: no SAM-attached Resource "*" policy)
+        "dynamodb:DescribeStream": {"arn:stream"},
+        "dynamodb:GetRecords": {"arn:stream"},
+        "dynamodb:GetShardIterator": {"arn:stream"},
+        "dynamodb:ListStreams": {"arn:table/stream/*"},
     }
     event = event_source(template, STREAM_CONSUMER_ID, "DynamoDB", context=ctx)
     assert event["DestinationConfig"]["OnFailure"]["Destination"] == "arn:failures"
@@ -538,3 +550,11 @@ def test_a_template_without_stream_consumer_has_no_mapping(template: dict, aws) 
         del trimmed["Resources"][logical_id]
     res = create_resources(trimmed, dynamodb, sqs)
     assert res.stream_mapping is None and res.stream_failure_queue_url is None
+
+
+def test_scan_fallback_projects_what_the_index_projects() -> None:
+    from earnings_sync.upcoming import INDEX_ATTRIBUTES
+
+    gsi = load_template()["Resources"]["EarningsTable"]["Properties"]["GlobalSecondaryIndexes"][0]
+    keys = [k["AttributeName"] for k in gsi["KeySchema"]]
+    assert set(INDEX_ATTRIBUTES) == set(keys) | set(gsi["Projection"]["NonKeyAttributes"])
