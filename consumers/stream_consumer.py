@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from earnings_sync import aws
 from earnings_sync.consistency import item_key
 from earnings_sync.observability import NAMESPACE, SERVICE, emit_memory_metrics, emit_stream_metrics
+from earnings_sync.ledger import SyncLedger
 from earnings_sync.settings import Settings
 from earnings_sync.stream import StreamProcessor, StreamTally
 
@@ -32,7 +33,9 @@ def _sync_id(change: dict[str, Any]) -> str:
 
 
 def build_processor(settings: Settings) -> StreamProcessor:
-    return StreamProcessor(aws.client("dynamodb", max_attempts=settings.aws_max_attempts), settings.table_name)
+    client = aws.client("dynamodb", max_attempts=settings.aws_max_attempts)
+    sole_sync = SyncLedger(client, settings.ledger_table).sole_sync() if settings.ledger_table else None
+    return StreamProcessor(client, settings.table_name, sole_sync)
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)

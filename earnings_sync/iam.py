@@ -23,6 +23,7 @@ OPERATIONS: Mapping[Handler, frozenset[str]] = {
             "s3:GetObject",  # sources.read_s3_object, for {"s3": ...} events and S3 notifications
             "ssm:GetParameter",  # sources.resolve_api_key, the AlphaVantage key (SecureString)
             "dynamodb:PutItem",  # ledger.SyncLedger.write_manifest (ledger table)
+            "dynamodb:UpdateItem",  # ledger.SyncLedger.register_sync (ledger table)
         }
     ),
     Handler.CONSUMER: frozenset(
@@ -40,6 +41,7 @@ OPERATIONS: Mapping[Handler, frozenset[str]] = {
             "dynamodb:Query",  # stream.StreamProcessor.period_items: the symbol's dates (base table)
             "dynamodb:DeleteItem",  # stream.delete_if_unchanged: superseded dates
             "dynamodb:PutItem",  # stream.StreamProcessor._restore: regressions
+            "dynamodb:GetItem",  # ledger.SyncLedger.sole_sync: the sync registry (ledger table)
         }
     ),
     Handler.UPCOMING: frozenset(

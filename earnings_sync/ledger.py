@@ -39,6 +39,7 @@ from typing import Any
 Item = dict[str, dict[str, Any]]
 
 MANIFEST = "manifest"
+REGISTRY_KEY = {"sync_id": {"S": "#registry"}, "entry": {"S": "syncs"}}  # not a sync: no manifest, no expiry
 CHUNK_SEQS = 10_000  # message counts per manifest chunk: ~60 kB, far below the 400 kB item limit
 MAX_LISTED = 20  # messages listed per problem in a report; the counts are always whole
 MAX_NOTED = 50  # rejections / duplicate keys kept in the manifest; the counts are always whole
@@ -173,6 +174,27 @@ class SyncLedger:
 
     def _expires_at(self) -> dict[str, str]:
         return _n(int(self.clock()) + self.retention_days * 86_400)
+
+    # -- the sync registry -----------------------------------------------------------------------
+    def register_sync(self, synced_at: str) -> None:
+        """Count a sync before it sends anything (never expires: it describes the table's history).
+
+        The stream consumer reads it: while only one sync has ever been registered, nothing in the
+        table can be superseded (that needs an older sync) and no Query is needed to find out.
+        """
+        self.client.update_item(
+            TableName=self.table_name,
+            Key=REGISTRY_KEY,
+            UpdateExpression="ADD sync_count :one SET first_synced_at = if_not_exists(first_synced_at, :t)",
+            ExpressionAttributeValues={":one": _n(1), ":t": _s(synced_at)},
+        )
+
+    def sole_sync(self) -> str | None:
+        """The `synced_at` of the only sync ever registered, or None once there are two or more."""
+        item = self.client.get_item(TableName=self.table_name, Key=REGISTRY_KEY, ConsistentRead=True).get("Item") or {}
+        if int(item.get("sync_count", {}).get("N", "0")) != 1:
+            return None
+        return item.get("first_synced_at", {}).get("S")
 
     # -- writes --------------------------------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> int:

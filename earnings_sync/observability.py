@@ -66,6 +66,7 @@ class M(StrEnum):
     VALIDATION_PASSED = "ValidationPassed"
     VALIDATION_FAILED = "ValidationFailed"  # plus one ValidationFailed_<rule> per rule
     BOOKKEEPING_ONLY = "BookkeepingOnly"
+    INITIAL_LOAD_UNSETTLED = "InitialLoadUnsettled"
     SUPERSEDED_REMOVED = "SupersededRemoved"
     SUPERSEDED_CONFLICTS = "SupersededConflicts"
     REGRESSIONS_RESTORED = "RegressionsRestored"
@@ -159,6 +160,7 @@ _SPECS = (
     MetricSpec(M.VALIDATION_PASSED, _COUNT, (_S,), "new or changed items that pass the consistency rules"),
     MetricSpec(M.VALIDATION_FAILED, _COUNT, (_S,), "items that break a consistency rule, in total and per rule", per="rule"),
     MetricSpec(M.BOOKKEEPING_ONLY, _COUNT, (_S,), "MODIFY records that only moved lastSyncDate/sync_id"),
+    MetricSpec(M.INITIAL_LOAD_UNSETTLED, _COUNT, (_S,), "records of the only sync ever registered: nothing older to supersede, no Query"),
     MetricSpec(M.SUPERSEDED_REMOVED, _COUNT, (_S,), "items deleted because the same fiscal period moved to another date"),
     MetricSpec(M.SUPERSEDED_CONFLICTS, _COUNT, (_S,), "superseded deletes skipped because a newer write got there first"),
     MetricSpec(M.REGRESSIONS_RESTORED, _COUNT, (_S,), "items put back after a write carried an older lastSyncDate"),
@@ -254,6 +256,7 @@ def emit_stream_metrics(metrics: Any, tally: Any, duration_ms: float, throttles:
     for rule, count in sorted(tally.violations.items()):
         add_metric(metrics, f"{VALIDATION_FAILED_PREFIX}{rule}", count)
     add_metric(metrics, M.BOOKKEEPING_ONLY, tally.bookkeeping_only)
+    add_metric(metrics, M.INITIAL_LOAD_UNSETTLED, tally.initial_load_unsettled)
     add_metric(metrics, M.SUPERSEDED_REMOVED, tally.superseded_removed)
     add_metric(metrics, M.SUPERSEDED_CONFLICTS, tally.superseded_conflicts)
     add_metric(metrics, M.REGRESSIONS_RESTORED, tally.regressions_restored)

@@ -189,6 +189,9 @@ class SyncProducer:
                 lines = text
             else:
                 contiguous, lines = False, source
+            if self.ledger is not None:
+                # before the first send (a failure here aborts a sync that has sent nothing)
+                self.ledger.register_sync(synced_at)
             groups = iter_symbol_groups(parse_csv(lines, secrets), stats, reject, duplicate, contiguous=contiguous)
             bodies = numbered(build_messages(groups, sync_id, synced_at, self.max_records, self.max_payload_bytes))
             for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):

@@ -57,6 +57,7 @@ class StreamTally:
     removes: int = 0
     validation_passed: int = 0
     validation_failed: int = 0
+    initial_load_unsettled: int = 0
     violations: Counter[str] = field(default_factory=Counter)
     bookkeeping_only: int = 0
     superseded_removed: int = 0
@@ -86,10 +87,16 @@ def _is_condition_failure(exc: ClientError) -> bool:
 class StreamProcessor:
     """Everything the stream handler does for one record, with the DynamoDB client passed in."""
 
-    def __init__(self, client: Any, table_name: str) -> None:
-        """One processor per invocation: it caches each symbol's items for the batch."""
+    def __init__(self, client: Any, table_name: str, sole_sync: str | None = None) -> None:
+        """One processor per invocation: it caches each symbol's items for the batch.
+
+        `sole_sync` is the `synced_at` of the only sync ever registered (ledger.sole_sync), read
+        when the batch starts: its records need no settling, since superseding takes an older sync
+        and a newer one registers before it writes (its own records then settle against these).
+        """
         self.client = client
         self.table_name = table_name
+        self.sole_sync = sole_sync
         self._symbol_items: dict[str, list[Item]] = {}
 
     def process(self, record: Mapping[str, Any], tally: StreamTally) -> None:
@@ -123,6 +130,9 @@ class StreamProcessor:
             tally.note(tally.invalid, (consistency.item_key(new), rules))
             return
         tally.validation_passed += 1
+        if self.sole_sync is not None and new["lastSyncDate"]["S"] == self.sole_sync:
+            tally.initial_load_unsettled += 1
+            return
         self.settle_fiscal_period(
             new["asset_symbol"]["S"],
             new["fiscal_date_ending"]["S"],

@@ -518,6 +518,7 @@ def test_stream_consumer_policy_is_least_privilege(template: dict) -> None:
         attributes={
             "EarningsTable": {"Arn": "arn:table", "StreamArn": "arn:stream"},
             "StreamFailureQueue": {"Arn": "arn:failures"},
+            "SyncLedgerTable": {"Arn": "arn:ledger"},
         },
     )
     statements = resolve(props["Policies"], ctx)[0]["Statement"]
@@ -530,6 +531,7 @@ def test_stream_consumer_policy_is_least_privilege(template: dict) -> None:
         "dynamodb:Query": {"arn:table"},
         "dynamodb:DeleteItem": {"arn:table"},
         "dynamodb:PutItem": {"arn:table"},
+        "dynamodb:GetItem": {"arn:ledger"},  # the sync registry
         "sqs:SendMessage": {"arn:failures"},
         # the stream mapping's reads (a plain mapping resource: no SAM-attached Resource "*" policy)
         "dynamodb:DescribeStream": {"arn:stream"},
