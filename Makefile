@@ -36,7 +36,7 @@ e2e: $(STAMP)
 
 ## bench: figures against baselines, written to BENCHMARKS.md (several minutes; run on a quiet machine)
 bench: $(STAMP)
-	$(BIN)/python -m bench.run --large
+	$(BIN)/python -m bench.run --only parse,memory,imports,writes,pipeline
 
 ## package: the Lambda code folder template.yaml's CodeUri points at (deps for Linux x86_64, Python 3.11)
 package:
