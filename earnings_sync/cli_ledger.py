@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from earnings_sync.cli_table import DEFAULT_TABLE, UsageError
+from earnings_sync.cli_table import DEFAULT_TABLE, UsageError, check_csv_arguments
 
 RECENT = 10
 
@@ -50,11 +50,7 @@ def _reports(args: argparse.Namespace) -> list[Any]:
     if args.csv:
         from earnings_sync.local import run_local
 
-        if args.endpoint_url or args.table:
-            raise UsageError("--csv builds its own tables on the embedded emulator: drop --endpoint-url/--table")
-        for path in args.csv:
-            if not os.path.isfile(path):
-                raise UsageError(f"no such file: {path}")
+        check_csv_arguments(args, built="its own tables")
         summary = run_local(args.csv, progress_stream=sys.stderr)
         found = {s.sync_id: s.ledger for s in summary.syncs if s.sync_id and s.ledger is not None}
         errors = [f"{s.file}: {s.error}" for s in summary.syncs if s.error and not s.sync_id]

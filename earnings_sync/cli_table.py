@@ -35,6 +35,15 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", metavar="NAME", help=f"table name (default: TABLE_NAME or {DEFAULT_TABLE})")
 
 
+def check_csv_arguments(args: argparse.Namespace, built: str = "its own table") -> None:
+    """--csv builds tables on the embedded emulator: no endpoint or table may be named, files must exist."""
+    if args.endpoint_url or args.table:
+        raise UsageError(f"--csv builds {built} on the embedded emulator: drop --endpoint-url/--table")
+    for path in args.csv:
+        if not os.path.isfile(path):
+            raise UsageError(f"no such file: {path}")
+
+
 def on_table(args: argparse.Namespace, work: Callable[[Any, str], T]) -> tuple[T, Any]:
     """Run `work(dynamodb_client, table_name)` on the table the arguments name.
 
@@ -48,11 +57,7 @@ def on_table(args: argparse.Namespace, work: Callable[[Any, str], T]) -> tuple[T
 
     from earnings_sync.local import run_local
 
-    if args.endpoint_url or args.table:
-        raise UsageError("--csv builds its own table on the embedded emulator: drop --endpoint-url/--table")
-    for path in args.csv:
-        if not os.path.isfile(path):
-            raise UsageError(f"no such file: {path}")
+    check_csv_arguments(args)
     outcome: list[T] = []
 
     def ready(summary: Any, emulator: Any) -> None:

@@ -48,3 +48,18 @@ class Faults:
             return None
         self.injected += 1
         return reply(request)
+
+
+class FakeClock:
+    """Time that only moves when the code under test sleeps."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

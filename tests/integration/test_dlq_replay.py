@@ -32,7 +32,7 @@ from earnings_sync.replay import (
 )
 from earnings_sync.table import EarningsTable, item_to_plain
 from tests.conftest import csv_text
-from tests.helpers import Faults, http_response
+from tests.helpers import FakeClock, Faults, http_response
 
 OLD, NEW = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
 NOW = dt.datetime(2025, 7, 20, 12, 0, tzinfo=dt.UTC)
@@ -118,21 +118,6 @@ def replay(env: dict[str, Any], **kwargs: Any) -> Any:
     kwargs.setdefault("now", lambda: NOW)
     kwargs.setdefault("wait_seconds", 0)
     return replay_dlq(kwargs.pop("sqs", env["sqs"]), DLQ, **kwargs)
-
-
-class FakeClock:
-    """Time that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class EntryCounter:
@@ -289,7 +274,7 @@ def test_rate_limit_spaces_batches_with_a_token_bucket(aws: dict[str, Any]) -> N
     for n in range(7):
         dead_letter(sqs, resources.dlq_url, [rec("AAPL")], sync_id=f"s{n}")
     counter = EntryCounter(sqs)
-    clock = FakeClock()
+    clock = FakeClock(start=100.0)
 
     report = replay(aws, rate=2, clock=clock, sleep=clock.sleep)
 

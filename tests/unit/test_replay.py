@@ -22,6 +22,7 @@ from earnings_sync.replay import (
     replay_attributes,
     replay_body,
 )
+from tests.helpers import FakeClock
 
 NOW = dt.datetime(2025, 7, 20, 12, 0, tzinfo=dt.UTC)
 
@@ -64,19 +65,6 @@ def test_parse_duration(text: str, seconds: int) -> None:
 def test_parse_duration_rejects_junk(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_token_bucket_allows_one_burst_then_the_rate() -> None:
