@@ -55,7 +55,7 @@ def embedded_emulator() -> Iterator[str]:
 
     from earnings_sync import moto_speedups
 
-    moto_speedups.install()  # a Query reads one partition, as on DynamoDB (see the module)
+    moto_speedups.install()  # costs closer to the real services, same answers (see the module)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

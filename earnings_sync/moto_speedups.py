@@ -1,31 +1,72 @@
-"""Make the embedded emulator's base-table Query cost one partition, as DynamoDB's does.
+"""Take the embedded emulator's hot spots from O(table) or O(queue) to what the real service costs.
 
-moto 5.2.5 answers every Query by sorting *all* items of the table (`Table.all_items`) and then
-keeping the partition asked for, so a Query costs O(table) instead of O(partition). The stream
-consumer runs one Query per new or changed item (the symbol's few items), which made the first
-sync of the bundled 10k-row snapshot take many minutes locally instead of about a minute.
+moto 5.2.5 is written for correctness on small fixtures, and a few of its paths scale badly with the
+10k-100k items and hundreds of messages of a real sync. Each patch below keeps moto's answers exactly
+(the tests compare patched and unpatched responses) and only removes work:
 
-`install()` narrows `all_items` to the queried partition for the duration of a base-table Query
-(index queries, scans and everything else are untouched). The candidate set is exactly the items
-moto's own filter would keep, so results, ordering, paging and filters are unchanged. The override
-is per thread and per table, so concurrent requests on the threaded server do not see it.
+- **Query on the base table** sorts *all* items of the table (`Table.all_items`) and then keeps the
+  partition asked for. The patch hands it the queried partition only.
+- **Query on an index** sorts all items by the base table's key and then sorts the matches again by
+  the index key, which is a total order of its own; the patch hands it the items whose index hash key
+  matches, unsorted.
+- **SQS ReceiveMessage** checks each delivered message's retention by computing *every* queue
+  attribute (three times), counting the whole queue for `ApproximateNumberOfMessages*` each time;
+  **SendMessage** computes them all to read `ContentBasedDeduplication`. The patch reads the one
+  attribute needed.
+- **JSON-protocol responses** (DynamoDB, DynamoDB Streams) go through moto's generic, reflective
+  serializer, which looks every value up by several candidate names: about half a millisecond per
+  item or stream record. moto already holds these results as plain dicts in wire form; the patch
+  walks them along the same output shape directly and hands timestamps, blobs and anything not
+  plain (objects, snake_case keys, renamed members) to the serializer's own code.
+
+Overrides that narrow what a call sees are per thread and per table, so concurrent requests on the
+threaded server do not see them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 _overrides = threading.local()
 _INDEX_NAME_POSITION = 6  # Table.query(hash_key, range_comparison, range_objs, limit, start_key, forward, projection, index_name, ...)
+_enabled = True  # the direct JSON encoder; off only while a test compares it with the serializer
 
 
 def install() -> bool:
-    """Patch moto's Table once; returns False when it was already patched or moto's shape differs."""
+    """Patch moto once; returns False when everything was already patched or moto's shape differs."""
     try:
-        from moto.dynamodb.models.table import Table
+        import moto.dynamodb.models.table  # noqa: F401
     except ImportError:  # pragma: no cover - moto is only needed for local runs
         return False
+    installed = [_install_query(), _install_sqs(), _install_json_results()]
+    return any(installed)
+
+
+# -- DynamoDB Query ---------------------------------------------------------------------------------
+def _index_candidates(table: Any, index_name: str, hash_key: Any) -> list[Any] | None:
+    """Items whose index hash key equals `hash_key`, or None when the index is not a one-hash-key
+    index this patch understands (moto then reads the whole table, as it always did)."""
+    index = next((i for i in table.all_indexes() if i.name == index_name), None)
+    if index is None or hash_key is None:
+        return None
+    hash_keys = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+    if len(hash_keys) != 1:
+        return None
+    attribute = hash_keys[0]
+    candidates = []
+    for partition in table.items.values():
+        for item in partition.values() if table.range_key_attr else (partition,):
+            if item.attrs.get(attribute) == hash_key:
+                candidates.append(item)
+    return candidates
+
+
+def _install_query() -> bool:
+    from moto.dynamodb.models.table import Table
+
     if getattr(Table.query, "_partition_scoped", False):
         return False
     original_query = Table.query
@@ -37,12 +78,18 @@ def install() -> bool:
 
     def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         index_name = args[_INDEX_NAME_POSITION] if len(args) > _INDEX_NAME_POSITION else kwargs.get("index_name")
-        if index_name or hash_key is None or not self.range_key_attr:
+        if index_name:
+            candidates = _index_candidates(self, index_name, hash_key)
+        elif hash_key is not None and self.range_key_attr:
+            candidates = list(self.items.get(hash_key, {}).values())
+        else:
+            candidates = None
+        if candidates is None:
             return original_query(self, hash_key, *args, **kwargs)
         by_table = getattr(_overrides, "by_table", None)
         if by_table is None:
             by_table = _overrides.by_table = {}
-        by_table[id(self)] = list(self.items.get(hash_key, {}).values())
+        by_table[id(self)] = candidates
         try:
             return original_query(self, hash_key, *args, **kwargs)
         finally:
@@ -52,3 +99,110 @@ def install() -> bool:
     Table.all_items = all_items  # type: ignore[method-assign]
     Table.query = query  # type: ignore[method-assign]
     return True
+
+
+# -- SQS --------------------------------------------------------------------------------------------
+def _install_sqs() -> bool:
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Queue, SQSBackend
+
+    if getattr(SQSBackend.send_message, "_one_attribute", False):
+        return False
+    original_attributes = Queue.attributes.fget
+    original_send_message = SQSBackend.send_message
+
+    def attributes(self: Any) -> dict[str, Any]:
+        if getattr(_overrides, "sending", False):  # what send_message and add_message read, and no count
+            return {"ContentBasedDeduplication": str(bool(self.content_based_deduplication)).lower()} if self.fifo_queue else {}
+        return original_attributes(self)
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _overrides.sending = True
+        try:
+            return original_send_message(self, *args, **kwargs)
+        finally:
+            _overrides.sending = False
+
+    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+        retention_period = self.get_queue(queue_name).message_retention_period
+        return bool(retention_period + message.sent_timestamp / 1000 > unix_time())
+
+    send_message._one_attribute = True  # type: ignore[attr-defined]
+    Queue.attributes = property(attributes)  # type: ignore[method-assign,assignment]
+    SQSBackend.send_message = send_message  # type: ignore[method-assign]
+    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
+    return True
+
+
+# -- JSON-protocol responses (DynamoDB, DynamoDB Streams) ------------------------------------------
+class _Fallback(Exception):
+    """The value is not of the plain shape the direct encoder handles: use moto's serializer."""
+
+
+def _encode(serializer: Any, value: Any, shape: Any) -> Any:
+    """What moto's JSON serializer writes for `value`, for values that are plain dicts, lists and
+    strings keyed by the model's own member names; anything else raises `_Fallback`."""
+    if shape.serialization.get("name"):
+        raise _Fallback
+    kind = shape.type_name
+    if kind == "structure":
+        if shape.is_document_type:
+            return value
+        members = shape.members
+        if type(value) is not dict or not value.keys() <= members.keys():
+            raise _Fallback  # objects and snake_case keys need moto's attribute picker
+        if len(value) == 1:  # an AttributeValue: the common case, in the same member order trivially
+            ((name, item),) = value.items()
+            return {} if item is None else {name: _encode(serializer, item, members[name])}
+        return {name: _encode(serializer, value[name], member) for name, member in members.items() if value.get(name) is not None}
+    if kind == "list":
+        if type(value) is not list or None in value:
+            raise _Fallback
+        member = shape.member
+        return [_encode(serializer, item, member) for item in value]
+    if kind == "map":
+        if type(value) is not dict or None in value.values():
+            raise _Fallback
+        member = shape.value
+        return {key: _encode(serializer, item, member) for key, item in value.items()}
+    if (kind == "string" and type(value) is str) or (kind == "boolean" and type(value) is bool) or (kind in ("integer", "long") and type(value) is int):
+        return value
+    wrapper: dict[str, Any] = {}  # timestamps, blobs, doubles, enums: the serializer's own code
+    serializer._serialize(wrapper, value, shape, "value")
+    if "value" not in wrapper:
+        raise _Fallback
+    return wrapper["value"]
+
+
+def _install_json_results() -> bool:
+    from moto.core.serialize import JSONSerializer
+
+    if getattr(JSONSerializer._serialize_result, "_direct", False):
+        return False
+    original_serialize_result = JSONSerializer._serialize_result
+
+    def _serialize_result(self: Any, resp: Any, result: Any) -> Any:
+        shape = self.operation_model.output_shape
+        if _enabled and shape is not None and type(result) is dict and not getattr(self._value_picker, "response_transformers", None):
+            try:
+                encoded = _encode(self, result, shape)
+            except _Fallback:
+                pass
+            else:
+                return self._serialized_result_to_response(resp, result, shape, encoded)
+        return original_serialize_result(self, resp, result)
+
+    _serialize_result._direct = True  # type: ignore[attr-defined]
+    JSONSerializer._serialize_result = _serialize_result  # type: ignore[method-assign]
+    return True
+
+
+@contextlib.contextmanager
+def serializer_only() -> Iterator[None]:
+    """Answer with moto's own serializer for a while: how the tests compare both answers."""
+    global _enabled
+    _enabled = False
+    try:
+        yield
+    finally:
+        _enabled = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from earnings_sync import moto_speedups
@@ -53,3 +54,145 @@ def test_queries_answer_the_same_with_and_without_the_speedup(aws: dict[str, Any
     ]
     scanned = client.scan(TableName=name)["Count"]
     assert scanned == 9  # everything else still sees the whole table
+
+
+def _index_window(client: Any, name: str, day: str, **extra: Any) -> list[tuple[str, str]]:
+    return _page_through(
+        client,
+        TableName=name,
+        IndexName="upcoming-earnings-index",
+        KeyConditionExpression="earnings_date = :d" + extra.pop("and_range", ""),
+        ExpressionAttributeValues={":d": {"S": day}, **extra.pop("values", {})},
+        **extra,
+    )
+
+
+def test_index_queries_read_only_the_matching_items_in_index_order(aws: dict[str, Any]) -> None:
+    client, name = aws["dynamodb"], aws["resources"].table_name
+    moto_speedups.install()
+    for symbol in ("MSFT", "AAPL", "IBM", "ZZ", "A"):
+        for day in ("2025-08-02", "2025-08-01"):
+            client.put_item(TableName=name, Item={"asset_symbol": {"S": symbol}, "earnings_date": {"S": day}, "fiscal_date_ending": {"S": "2025-06-30"}})
+    assert _index_window(client, name, "2025-08-02", Limit=2) == [(s, "2025-08-02") for s in ("A", "AAPL", "IBM", "MSFT", "ZZ")]
+    assert _index_window(client, name, "2025-08-01", ScanIndexForward=False) == [(s, "2025-08-01") for s in ("ZZ", "MSFT", "IBM", "AAPL", "A")]
+    assert _index_window(client, name, "2025-08-01", and_range=" AND asset_symbol > :s", values={":s": {"S": "B"}}) == [
+        ("IBM", "2025-08-01"),
+        ("MSFT", "2025-08-01"),
+        ("ZZ", "2025-08-01"),
+    ]
+    assert _index_window(client, name, "2025-08-03") == []
+
+
+def _raw_bodies(client: Any) -> list[Any]:
+    """Every response body this client receives, as JSON, in order."""
+    bodies: list[Any] = []
+    client.meta.events.register("after-call.*.*", lambda http_response, **_: bodies.append(json.loads(http_response.content or b"{}")))
+    return bodies
+
+
+def _read_everything(dynamodb: Any, streams: Any, name: str) -> None:
+    key = {"asset_symbol": {"S": "ACME"}, "earnings_date": {"S": "2025-08-01"}}
+    dynamodb.get_item(TableName=name, Key=key, ReturnConsumedCapacity="TOTAL")
+    dynamodb.batch_get_item(RequestItems={name: {"Keys": [key, {**key, "asset_symbol": {"S": "NONE"}}], "ConsistentRead": True}}, ReturnConsumedCapacity="INDEXES")
+    dynamodb.query(TableName=name, KeyConditionExpression="asset_symbol = :s", ExpressionAttributeValues={":s": {"S": "ACME"}}, ReturnConsumedCapacity="TOTAL")
+    dynamodb.query(TableName=name, IndexName="upcoming-earnings-index", KeyConditionExpression="earnings_date = :d", ExpressionAttributeValues={":d": {"S": "2025-08-01"}}, Limit=1)
+    dynamodb.scan(TableName=name, Limit=1)
+    dynamodb.scan(TableName=name, Select="COUNT")
+    dynamodb.describe_table(TableName=name)  # timestamps and nested structures
+    stream_arn = dynamodb.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=stream_arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    streams.get_records(ShardIterator=iterator)
+
+
+def test_direct_json_answers_what_the_serializer_answers(aws: dict[str, Any]) -> None:
+    import boto3
+
+    dynamodb, name = aws["dynamodb"], aws["resources"].table_name
+    streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=aws["endpoint"])
+    moto_speedups.install()
+    every_type = {
+        "asset_symbol": {"S": "ACME"},
+        "earnings_date": {"S": "2025-08-01"},
+        "estimate": {"N": "1.370"},
+        "nothing": {"NULL": True},
+        "flag": {"BOOL": False},
+        "blob": {"B": b"\x00\xffbytes"},
+        "blobs": {"BS": [b"a", b"b"]},
+        "names": {"SS": ["x", "y"]},
+        "numbers": {"NS": ["1", "2.5"]},
+        "nested": {"M": {"list": {"L": [{"S": "v"}, {"N": "3"}, {"M": {}}]}, "empty": {"S": ""}}},
+    }
+    dynamodb.put_item(TableName=name, Item=every_type)
+    old = dynamodb.put_item(TableName=name, Item={**every_type, "estimate": {"N": "2"}}, ReturnValues="ALL_OLD", ReturnConsumedCapacity="TOTAL")
+    assert old["Attributes"]["blob"] == {"B": b"\x00\xffbytes"}
+    dynamodb.put_item(TableName=name, Item={"asset_symbol": {"S": "BETA"}, "earnings_date": {"S": "2025-08-01"}})
+    dynamodb.delete_item(TableName=name, Key={"asset_symbol": {"S": "BETA"}, "earnings_date": {"S": "2025-08-01"}})
+
+    bodies = _raw_bodies(dynamodb)
+    stream_bodies = _raw_bodies(streams)
+    _read_everything(dynamodb, streams, name)
+    direct, bodies[:], stream_bodies[:] = bodies + stream_bodies, [], []
+    with moto_speedups.serializer_only():
+        _read_everything(dynamodb, streams, name)
+    serialized = bodies + stream_bodies
+    assert len(direct) == len(serialized) == 11
+    for answer in (direct[-1], serialized[-1], direct[-2], serialized[-2]):
+        assert answer.pop("NextShardIterator" if "Records" in answer else "ShardIterator").startswith("arn:aws:dynamodb:")  # fresh each call
+    assert direct == serialized
+    records = direct[-1]["Records"]
+    assert [r["eventName"] for r in records] == ["INSERT", "MODIFY", "INSERT", "REMOVE"]
+    assert isinstance(records[0]["dynamodb"]["ApproximateCreationDateTime"], (int, float))
+
+
+def test_sqs_retention_and_content_deduplication_still_apply(aws: dict[str, Any]) -> None:
+    from moto.sqs.models import sqs_backends
+
+    sqs = aws["sqs"]
+    moto_speedups.install()
+    fifo = sqs.create_queue(QueueName="dedup.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"})["QueueUrl"]
+    for _ in range(2):
+        sqs.send_message(QueueUrl=fifo, MessageBody="same body", MessageGroupId="g")
+    assert sqs.get_queue_attributes(QueueUrl=fifo, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"] == "1"
+
+    plain = sqs.create_queue(QueueName="retention", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+    sqs.send_message(QueueUrl=plain, MessageBody="old")
+    sqs.send_message(QueueUrl=plain, MessageBody="new")
+    queue = sqs_backends["123456789012"]["us-east-1"].queues["retention"]
+    queue._messages[0].sent_timestamp -= 61_000  # sent 61 s ago: past its retention period
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=plain, MaxNumberOfMessages=10).get("Messages", [])]
+    assert bodies == []  # moto stops at the first expired message, as it always did
+    assert sqs.get_queue_attributes(QueueUrl=plain, AttributeNames=["All"])["Attributes"]["ApproximateNumberOfMessages"] in {"0", "1", "2"}
+
+
+def test_values_the_direct_encoder_does_not_understand_go_to_the_serializer() -> None:
+    import botocore.session
+    import pytest
+
+    model = botocore.session.get_session().get_service_model("dynamodb")
+    output = model.operation_model("GetItem").output_shape
+    for value in (
+        {"item": {}},  # a snake_case key: moto's attribute picker may map it
+        {"Item": {"a": None}},  # a map value of None: the serializer drops the key
+        {"Item": {"a": {"L": [None]}}},  # a list item of None
+    ):
+        with pytest.raises(moto_speedups._Fallback):
+            moto_speedups._encode(_FakeSerializer(), value, output)
+    serializer = _FakeSerializer()
+    encoded = moto_speedups._encode(serializer, {"Item": {"a": {"S": "x"}}, "ConsumedCapacity": {"TableName": "t", "CapacityUnits": 1.5}}, output)
+    assert encoded == {"Item": {"a": {"S": "x"}}, "ConsumedCapacity": {"TableName": "t", "CapacityUnits": 1.5}}
+    assert serializer.calls == 1  # the double went to the serializer's own code
+    with pytest.raises(moto_speedups._Fallback):  # ...which may decline to write it
+        moto_speedups._encode(_FakeSerializer(store=False), {"ConsumedCapacity": {"CapacityUnits": 1.5}}, output)
+
+
+class _FakeSerializer:
+    """Stands in for moto's serializer on the values the direct encoder hands over."""
+
+    def __init__(self, store: bool = True) -> None:
+        self.calls, self.store = 0, store
+
+    def _serialize(self, wrapper: dict, value: Any, shape: Any, key: str) -> None:
+        self.calls += 1
+        if self.store:
+            wrapper[key] = value
