@@ -196,3 +196,18 @@ def test_merge_stats_adds_counters() -> None:
     more.metrics["X"] = 3
     merge_stats(total, more)
     assert (total.records, total.retries, total.metrics["X"]) == (3, 1, 3)
+
+
+def test_unparsed_reads_deliver_the_same_events_as_the_sdk_and_its_errors(env: dict[str, Any]) -> None:
+    from botocore.exceptions import ClientError
+
+    write(env, *SYMBOLS)
+    env["dynamodb"].delete_item(TableName=env["resources"].table_name, Key={"asset_symbol": {"S": "S3"}, "earnings_date": {"S": "2025-08-01"}})
+    unparsed, parsed = Recorder(), Recorder()
+    source(env, unparsed).drain()
+    source(env, parsed, unparsed_reads=False).drain()
+    assert unparsed.events == parsed.events
+    assert [r["eventName"] for e in unparsed.events for r in e["Records"]][-1] == "REMOVE"
+    assert all(type(r["dynamodb"]["ApproximateCreationDateTime"]) is int for e in unparsed.events for r in e["Records"])
+    with pytest.raises(ClientError):  # a refused read still raises the SDK's error
+        source(env, Recorder())._get_records("not-an-iterator")
