@@ -9,6 +9,9 @@ moto 5.2.5 is written for correctness on small fixtures, and a few of its paths 
 - **Query on an index** sorts all items by the base table's key and then sorts the matches again by
   the index key, which is a total order of its own; the patch hands it the items whose index hash key
   matches, unsorted.
+- **Scan on the base table** sorts all items with moto's Python-level key comparisons on every
+  page, then walks past the pages already returned. The patch sorts by the keys' native values
+  (the same order for string and number keys) and starts right after `ExclusiveStartKey`.
 - **SQS ReceiveMessage** checks each delivered message's retention by computing *every* queue
   attribute (three times), counting the whole queue for `ApproximateNumberOfMessages*` each time;
   **SendMessage** computes them all to read `ContentBasedDeduplication`. The patch reads the one
@@ -32,7 +35,7 @@ from typing import Any
 
 _overrides = threading.local()
 _INDEX_NAME_POSITION = 6  # Table.query(hash_key, range_comparison, range_objs, limit, start_key, forward, projection, index_name, ...)
-_enabled = True  # the direct JSON encoder; off only while a test compares it with the serializer
+_enabled = True  # off only while a test compares the patched answers with moto's own
 
 
 def install() -> bool:
@@ -41,7 +44,7 @@ def install() -> bool:
         import moto.dynamodb.models.table  # noqa: F401
     except ImportError:  # pragma: no cover - moto is only needed for local runs
         return False
-    installed = [_install_query(), _install_sqs(), _install_json_results()]
+    installed = [_install_query(), _install_scan(), _install_sqs(), _install_json_results()]
     return any(installed)
 
 
@@ -56,12 +59,11 @@ def _index_candidates(table: Any, index_name: str, hash_key: Any) -> list[Any] |
     if len(hash_keys) != 1:
         return None
     attribute = hash_keys[0]
-    candidates = []
-    for partition in table.items.values():
-        for item in partition.values() if table.range_key_attr else (partition,):
-            if item.attrs.get(attribute) == hash_key:
-                candidates.append(item)
-    return candidates
+    items = (item for partition in table.items.values() for item in (partition.values() if table.range_key_attr else (partition,)))
+    if hash_key.type == "S":  # a string equals a string only: compare the raw values, no casting
+        wanted = hash_key.value
+        return [item for item in items if (value := item.attrs.get(attribute)) is not None and value.type == "S" and value.value == wanted]
+    return [item for item in items if item.attrs.get(attribute) == hash_key]
 
 
 def _install_query() -> bool:
@@ -78,7 +80,9 @@ def _install_query() -> bool:
 
     def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         index_name = args[_INDEX_NAME_POSITION] if len(args) > _INDEX_NAME_POSITION else kwargs.get("index_name")
-        if index_name:
+        if not _enabled:
+            candidates = None
+        elif index_name:
             candidates = _index_candidates(self, index_name, hash_key)
         elif hash_key is not None and self.range_key_attr:
             candidates = list(self.items.get(hash_key, {}).values())
@@ -98,6 +102,47 @@ def _install_query() -> bool:
     query._partition_scoped = True  # type: ignore[attr-defined]
     Table.all_items = all_items  # type: ignore[method-assign]
     Table.query = query  # type: ignore[method-assign]
+    return True
+
+
+def _native_key(table: Any, item: Any) -> tuple[Any, Any]:
+    return (item.hash_key.cast_value, item.range_key.cast_value)
+
+
+def _install_scan() -> bool:
+    from bisect import bisect_right
+
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    if getattr(Table.scan, "_native_order", False):
+        return False
+    original_scan = Table.scan
+
+    def scan(self: Any, filters: Any, limit: Any, exclusive_start_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = args[1] if len(args) > 1 else kwargs.get("index_name")
+        key_types = {self.hash_key_type, self.range_key_type}
+        if not _enabled or index_name or not self.range_key_attr or not key_types <= {"S", "N"}:
+            return original_scan(self, filters, limit, exclusive_start_key, *args, **kwargs)
+        ordered = [item for partition in self.items.values() for item in partition.values()]
+        ordered.sort(key=lambda item: _native_key(self, item))
+        if exclusive_start_key is not None:
+            try:
+                start = (DynamoType(exclusive_start_key[self.hash_key_attr]).cast_value, DynamoType(exclusive_start_key[self.range_key_attr]).cast_value)
+            except (KeyError, TypeError):
+                return original_scan(self, filters, limit, exclusive_start_key, *args, **kwargs)
+            ordered = ordered[bisect_right([_native_key(self, item) for item in ordered], start) :]
+        by_table = getattr(_overrides, "by_table", None)
+        if by_table is None:
+            by_table = _overrides.by_table = {}
+        by_table[id(self)] = ordered
+        try:
+            return original_scan(self, filters, limit, None, *args, **kwargs)
+        finally:
+            by_table.pop(id(self), None)
+
+    scan._native_order = True  # type: ignore[attr-defined]
+    Table.scan = scan  # type: ignore[method-assign]
     return True
 
 
@@ -198,8 +243,8 @@ def _install_json_results() -> bool:
 
 
 @contextlib.contextmanager
-def serializer_only() -> Iterator[None]:
-    """Answer with moto's own serializer for a while: how the tests compare both answers."""
+def moto_as_shipped() -> Iterator[None]:
+    """Query, Scan and serialize as moto does for a while: how the tests compare both answers."""
     global _enabled
     _enabled = False
     try:

@@ -133,7 +133,7 @@ def test_direct_json_answers_what_the_serializer_answers(aws: dict[str, Any]) ->
     stream_bodies = _raw_bodies(streams)
     _read_everything(dynamodb, streams, name)
     direct, bodies[:], stream_bodies[:] = bodies + stream_bodies, [], []
-    with moto_speedups.serializer_only():
+    with moto_speedups.moto_as_shipped():
         _read_everything(dynamodb, streams, name)
     serialized = bodies + stream_bodies
     assert len(direct) == len(serialized) == 11
@@ -196,3 +196,35 @@ class _FakeSerializer:
         self.calls += 1
         if self.store:
             wrapper[key] = value
+
+
+def test_scans_and_queries_page_as_moto_does(aws: dict[str, Any]) -> None:
+    client, name = aws["dynamodb"], aws["resources"].table_name
+    moto_speedups.install()
+    for n in range(60):
+        symbol = f"S{n % 7}" if n % 5 else f"Z{n}"
+        client.put_item(TableName=name, Item={"asset_symbol": {"S": symbol}, "earnings_date": {"S": f"2025-{8 + n // 28:02d}-{n % 28 + 1:02d}"}, "n": {"N": str(n)}})
+
+    def scan_pages(**request: Any) -> list[Any]:
+        pages = []
+        while True:
+            response = client.scan(TableName=name, **request)
+            pages.append((response.get("Items"), response["Count"], response["ScannedCount"], response.get("LastEvaluatedKey")))
+            if "LastEvaluatedKey" not in response:
+                return pages
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    requests = [
+        {"Limit": 7},
+        {"Limit": 11, "FilterExpression": "n > :n", "ExpressionAttributeValues": {":n": {"N": "20"}}},
+        {"Select": "COUNT"},
+        {"Limit": 5, "Segment": 1, "TotalSegments": 2},
+        {"Limit": 9, "ExclusiveStartKey": {"asset_symbol": {"S": "S3"}, "earnings_date": {"S": "2025-08-04"}}},
+    ]
+    patched = [scan_pages(**dict(r)) for r in requests]
+    windows = [_index_window(client, name, f"2025-08-{d:02d}", Limit=2) for d in (1, 2, 28)]
+    with moto_speedups.moto_as_shipped():
+        assert [scan_pages(**dict(r)) for r in requests] == patched
+        assert [_index_window(client, name, f"2025-08-{d:02d}", Limit=2) for d in (1, 2, 28)] == windows
+    assert sum(len(items or []) for items, *_ in patched[0]) == 60
+    assert len(patched[0]) == 9  # 60 items, 7 a page
