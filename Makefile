@@ -34,9 +34,11 @@ e2e: $(STAMP)
 	  bash localstack/hostmode.sh start && \
 	LOCALSTACK_ENDPOINT="http://127.0.0.1:$$port" $(BIN)/python -m pytest -p no:cacheprovider -m e2e tests/e2e
 
-## bench: figures against baselines, written to BENCHMARKS.md (several minutes; run on a quiet machine)
+## bench: figures against baselines, written to BENCHMARKS.md (about 20 minutes with the 100k-row
+## end-to-end sync; run on a quiet machine; BENCH_ARGS="--only parse,writes" for a part)
+BENCH_ARGS ?= --large
 bench: $(STAMP)
-	$(BIN)/python -m bench.run --only parse,memory,imports,writes,pipeline
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 ## package: the Lambda code folder template.yaml's CodeUri points at (deps for Linux x86_64, Python 3.11)
 package:

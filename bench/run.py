@@ -44,12 +44,21 @@ class Results:
             print(f"   {name:<{width}}  {figure:>18}  {note}")
 
     def markdown(self) -> str:
+        from importlib.metadata import version
+
         out = [
             "# Benchmarks",
             "",
             f"Measured {dt.date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, moto server on 127.0.0.1 (figures from one run of "
+            f"Python {platform.python_version()}, moto {version('moto')} server on 127.0.0.1 (figures from one run of "
             "`make bench`; ratios compare paths measured in that same run).",
+            "",
+            "Every section that talks to DynamoDB or SQS runs on the embedded emulator of `earnings-sync local`,",
+            "floors and baselines included. That emulator removes a few of moto's costs that scale with the table",
+            "or the queue instead of the request (base-table and index Query, base-table Scan, SQS attribute",
+            "reads, the reflective JSON response serializer; `earnings_sync/moto_speedups.py`, answers unchanged",
+            "and tested against moto's own), so the figures measure our code rather than moto's hot spots.",
+            "Absolute times are moto's, not DynamoDB's: read the ratios.",
             "",
         ]
         for title, command, rows in self.sections:
