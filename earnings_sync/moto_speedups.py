@@ -44,8 +44,21 @@ def install() -> bool:
         import moto.dynamodb.models.table  # noqa: F401
     except ImportError:  # pragma: no cover - moto is only needed for local runs
         return False
-    installed = [_install_query(), _install_scan(), _install_sqs(), _install_json_results()]
+    installed = [_install_query(), _install_scan(), _install_sqs(), _install_json_results()]  # Scan needs Query's
     return any(installed)
+
+
+@contextlib.contextmanager
+def _all_items_are(table: Any, items: list[Any]) -> Iterator[None]:
+    """`table.all_items()` answers `items` in this thread until the block ends (see `_install_query`)."""
+    by_table = getattr(_overrides, "by_table", None)
+    if by_table is None:
+        by_table = _overrides.by_table = {}
+    by_table[id(table)] = items
+    try:
+        yield
+    finally:
+        by_table.pop(id(table), None)
 
 
 # -- DynamoDB Query ---------------------------------------------------------------------------------
@@ -90,14 +103,8 @@ def _install_query() -> bool:
             candidates = None
         if candidates is None:
             return original_query(self, hash_key, *args, **kwargs)
-        by_table = getattr(_overrides, "by_table", None)
-        if by_table is None:
-            by_table = _overrides.by_table = {}
-        by_table[id(self)] = candidates
-        try:
+        with _all_items_are(self, candidates):
             return original_query(self, hash_key, *args, **kwargs)
-        finally:
-            by_table.pop(id(self), None)
 
     query._partition_scoped = True  # type: ignore[attr-defined]
     Table.all_items = all_items  # type: ignore[method-assign]
@@ -105,7 +112,8 @@ def _install_query() -> bool:
     return True
 
 
-def _native_key(table: Any, item: Any) -> tuple[Any, Any]:
+def _native_key(item: Any) -> tuple[Any, Any]:
+    """The order moto's DynamoType comparisons give string and number keys, without them."""
     return (item.hash_key.cast_value, item.range_key.cast_value)
 
 
@@ -125,21 +133,15 @@ def _install_scan() -> bool:
         if not _enabled or index_name or not self.range_key_attr or not key_types <= {"S", "N"}:
             return original_scan(self, filters, limit, exclusive_start_key, *args, **kwargs)
         ordered = [item for partition in self.items.values() for item in partition.values()]
-        ordered.sort(key=lambda item: _native_key(self, item))
+        ordered.sort(key=_native_key)
         if exclusive_start_key is not None:
             try:
                 start = (DynamoType(exclusive_start_key[self.hash_key_attr]).cast_value, DynamoType(exclusive_start_key[self.range_key_attr]).cast_value)
             except (KeyError, TypeError):
                 return original_scan(self, filters, limit, exclusive_start_key, *args, **kwargs)
-            ordered = ordered[bisect_right([_native_key(self, item) for item in ordered], start) :]
-        by_table = getattr(_overrides, "by_table", None)
-        if by_table is None:
-            by_table = _overrides.by_table = {}
-        by_table[id(self)] = ordered
-        try:
+            ordered = ordered[bisect_right([_native_key(item) for item in ordered], start) :]
+        with _all_items_are(self, ordered):  # the Query patch's all_items override
             return original_scan(self, filters, limit, None, *args, **kwargs)
-        finally:
-            by_table.pop(id(self), None)
 
     scan._native_order = True  # type: ignore[attr-defined]
     Table.scan = scan  # type: ignore[method-assign]
