@@ -88,3 +88,18 @@ def test_cli_json_summary_export_and_exit_codes(tmp_path: Path, capsys: pytest.C
 def test_console_script_runs_as_a_module(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "earnings_sync", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "local" in done.stdout
+
+
+def test_an_unchanged_resync_confirms_every_item_without_a_content_write(tmp_path: Path) -> None:
+    from tests.conftest import SAMPLE_CSV
+
+    part = tmp_path / "part.csv"
+    part.write_text("".join(SAMPLE_CSV.read_text().splitlines(keepends=True)[:1201]))  # 1,200 real rows
+    export = tmp_path / "table.jsonl"
+    summary = run_local([str(part), str(part)], export=str(export), synced_at=[T1, T2])
+    first, second = summary.syncs
+    assert summary.ok and first.written == summary.table_items > 1000
+    assert (second.written, second.unchanged, second.stale_skipped) == (0, first.written, 0)
+    assert second.bookkeeping_only == second.stream_records == first.written  # the stream saw confirmations only
+    assert {row["lastSyncDate"] for row in read_jsonl(export).values()} == {T2}
+    assert first.ledger.complete and second.ledger.complete
