@@ -139,7 +139,7 @@ def _install_scan() -> bool:
                 start = (DynamoType(exclusive_start_key[self.hash_key_attr]).cast_value, DynamoType(exclusive_start_key[self.range_key_attr]).cast_value)
             except (KeyError, TypeError):
                 return original_scan(self, filters, limit, exclusive_start_key, *args, **kwargs)
-            ordered = ordered[bisect_right([_native_key(item) for item in ordered], start) :]
+            ordered = ordered[bisect_right(ordered, start, key=_native_key) :]
         with _all_items_are(self, ordered):  # the Query patch's all_items override
             return original_scan(self, filters, limit, None, *args, **kwargs)
 
