@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import producers.app  # noqa: F401 - its logger binds sys.stdout on import: the session's, not one test's capture
 from earnings_sync import aws as aws_clients
 from earnings_sync import cli_table, local
 from earnings_sync.cli import main
@@ -408,6 +409,49 @@ def test_a_sync_failing_mid_run_names_the_files_it_did_not_sync(
     assert summary["syncs"][0]["ledger"]["status"] == "complete"
 
 
+def test_ledger_csv_names_the_files_a_failed_run_did_not_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    for path in (first, second):
+        path.write_text(csv_text(*ROWS))
+    produce = local.LocalPipeline.produce
+
+    def overwritten_before_its_turn(self: Any, path: str, synced_at: str | None = None) -> Any:
+        if path == str(second):
+            second.write_text(QUOTA_REPLY)
+        return produce(self, path, synced_at)
+
+    monkeypatch.setattr(local.LocalPipeline, "produce", overwritten_before_its_turn)
+    assert main(["ledger", "--json", "--csv", str(first), str(second)]) == 1
+    out, err = capsys.readouterr()
+    shown = json.loads(out)
+    assert shown["complete"] is False and [s["status"] for s in shown["syncs"]] == ["complete"]
+    assert err.startswith(f"earnings-sync ledger: {second}: UpstreamError: ") and len(err.splitlines()) == 1
+
+
+def test_local_exits_1_when_the_ledger_is_not_complete(
+    calendar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from earnings_sync.ledger import LedgerReport
+
+    def unsettled(paths: list[str], **_: Any) -> LocalSummary:
+        syncs = [SyncSummary(file=path, sync_id="s1", ledger=LedgerReport(sync_id="s1")) for path in paths]
+        return LocalSummary(endpoint="http://127.0.0.1:1", files=list(paths), syncs=syncs)
+
+    monkeypatch.setattr(local, "run_local", unsettled)
+    assert main(["local", str(calendar)]) == 1
+    out, err = capsys.readouterr()
+    assert "ledger: NOT every sync is complete" in out
+    assert err == "earnings-sync local: the ledger does not account for every row (see the summary)\n"
+
+
+@pytest.mark.usefixtures("no_emulator")
+def test_a_path_through_a_file_is_not_a_directory(calendar: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["local", f"{calendar}/x.csv"]) == 2
+    assert error_line(capsys) == f"earnings-sync local: {calendar}/x.csv: not a directory"
+
+
 def test_summary_counts_only_the_files_synced() -> None:
     summary = LocalSummary(endpoint="http://127.0.0.1:1", files=["a.csv", "b.csv", "c.csv", "a.csv"])
     summary.syncs = [SyncSummary(file="a.csv"), SyncSummary(file="b.csv", error="UpstreamError: upstream returned …")]
@@ -445,6 +489,8 @@ def test_dlq_replay_from_a_queue_that_is_not_a_dlq_asks_for_to(aws: dict[str, An
     assert main(["dlq", "replay", "earnings-queue"]) == 2
     line = error_line(capsys)
     assert "is not a dead-letter queue" in line and "--to" in line
+    assert main(["dlq", "replay", "earnings-queue", "--native"]) == 2
+    assert "is not a dead-letter queue: no queue's redrive policy points at it; name the queue to move its messages to with --to" in error_line(capsys)
 
 
 def test_dlq_of_a_queue_that_does_not_exist_names_it(aws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
