@@ -10,30 +10,58 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+
+class ConnectAttemptLimit:
+    """`needs-retry` handler that ends the retries of an endpoint that cannot be reached.
+
+    Throttling keeps the client's full budget of attempts; a refused or timed-out connection gives
+    up after `attempts`, so a command pointed at a dead endpoint says so at once instead of backing
+    off through every attempt. Registered first, it raises the connection error itself: that is the
+    only answer every botocore version takes as "do not retry".
+    """
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+
+    def __call__(self, attempts: int = 0, caught_exception: BaseException | None = None, **_: Any) -> None:
+        if isinstance(caught_exception, (EndpointConnectionError, ConnectTimeoutError)) and attempts >= self.attempts:
+            raise caught_exception
+        return None
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_client(service: str, endpoint_url: str | None, region: str | None, max_attempts: int) -> Any:
+def _cached_client(
+    service: str, endpoint_url: str | None, region: str | None, max_attempts: int, connect_attempts: int | None = None
+) -> Any:
     config = Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},  # total, like AWS_MAX_ATTEMPTS
         connect_timeout=5,
         read_timeout=30,
         max_pool_connections=20,
     )
-    return boto3.session.Session().client(service, endpoint_url=endpoint_url, region_name=region, config=config)
+    made = boto3.session.Session().client(service, endpoint_url=endpoint_url, region_name=region, config=config)
+    if connect_attempts is not None:
+        # On the service's own event, ahead of the SDK's retry handler (registered there too).
+        event = f"needs-retry.{made.meta.service_model.service_id.hyphenize()}"
+        made.meta.events.register_first(event, ConnectAttemptLimit(connect_attempts))
+    return made
 
 
-def client(service: str, *, max_attempts: int = 8, endpoint_url: str | None = None) -> Any:
+def client(service: str, *, max_attempts: int = 8, endpoint_url: str | None = None, connect_attempts: int | None = None) -> Any:
     """A reused client per (service, endpoint, region): Lambda keeps it warm across invocations.
 
     The endpoint comes from the standard AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> variables
     (boto3 reads them itself) unless given; they are part of the cache key so a process that moves
-    between endpoints (tests, the local runner) never talks to a stale one.
+    between endpoints (tests, the local runner) never talks to a stale one. `connect_attempts` caps
+    the attempts on an endpoint that refuses or times out the connection (the command line's
+    clients); the handlers keep the SDK's retries for those too.
     """
     env_endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL")
     # Without the variables (an operator's shell), the profile's region applies, as in the AWS CLI.
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name or "us-east-1"
-    return _cached_client(service, endpoint_url or env_endpoint, region, max_attempts)
+    return _cached_client(service, endpoint_url or env_endpoint, region, max_attempts, connect_attempts)
 
 
 # Error codes AWS services use for "slow down" (botocore's standard retry mode treats the same ones

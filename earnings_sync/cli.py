@@ -1,23 +1,26 @@
-"""`earnings-sync` command line: a thin layer over the core package."""
+"""`earnings-sync` command line: a thin layer over the core package.
+
+Every command runs through `run_command`, which holds the exit-code contract (cli_errors.py): 0 done,
+1 a sync or check failed, 2 bad usage or input, 130 interrupted, and a one-line message on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 
-from earnings_sync import cli_audit, cli_dlq, cli_ledger, cli_upcoming
+from earnings_sync import cli_audit, cli_dlq, cli_errors, cli_ledger, cli_upcoming
+from earnings_sync.cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, one_line
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
+    from earnings_sync.cli_table import check_input_files, check_output_paths, sync_failures
     from earnings_sync.local import LocalSummary, RunningEmulator, format_summary, run_local
 
-    for path in args.csv:
-        if not os.path.isfile(path):
-            print(f"earnings-sync: no such file: {path}", file=sys.stderr)
-            return 2
+    check_input_files(args.csv)
+    check_output_paths({"--export": args.export, "--log-file": args.log_file}, inputs=args.csv)
     log_stream = open(args.log_file, "a", encoding="utf-8") if args.log_file else None  # noqa: SIM115
 
     def show(summary: LocalSummary) -> None:
@@ -36,22 +39,35 @@ def _cmd_local(args: argparse.Namespace) -> int:
             log_stream.close()
     if not args.serve:
         show(summary)
-    if not summary.ok:
-        for sync in summary.syncs:
-            if sync.error:
-                print(f"earnings-sync: {sync.file}: {sync.error}", file=sys.stderr)
-        return 1
-    return 0
+    failures = sync_failures(summary)
+    for line in failures:
+        print(f"earnings-sync local: {line}", file=sys.stderr)
+    if summary.complete is False and not failures:
+        print("earnings-sync local: the ledger does not account for every row (see the summary)", file=sys.stderr)
+    return EXIT_FAILED if failures or summary.complete is False else EXIT_OK
+
+
+def _add_debug(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--debug", action="store_true", default=default, help="on an error, show the Python stack instead of one line")
+    for action in parser._actions:  # every subcommand takes it too, after its own name
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in dict.fromkeys(action.choices.values()):
+                _add_debug(subparser, argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="earnings-sync", description="Keep an earnings calendar in DynamoDB.")
+    parser = argparse.ArgumentParser(
+        prog="earnings-sync",
+        description="Keep an earnings calendar in DynamoDB.",
+        epilog="Exit codes: 0 done, 1 a sync or check failed, 2 bad usage or input, 130 interrupted.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     local = commands.add_parser(
         "local",
         help="run the whole pipeline on an embedded AWS emulator",
-        description="Run each CSV as a successive sync: producer → SQS → consumer → table, on moto.",
+        description="Run each CSV as a successive sync: producer → SQS → consumer → table, on moto. Every file and "
+        "output path is checked first; a sync that fails stops the run, and the files it did not sync are named.",
     )
     local.add_argument("csv", nargs="+", help="AlphaVantage EARNINGS_CALENDAR CSV files, oldest first")
     local.add_argument("--export", metavar="FILE", help="write the final table as JSON Lines")
@@ -63,12 +79,38 @@ def build_parser() -> argparse.ArgumentParser:
     cli_upcoming.register(commands)
     cli_audit.register(commands)
     cli_ledger.register(commands)
+    _add_debug(parser, False)
     return parser
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """`earnings-sync ledger`, `earnings-sync dlq peek`: the prefix of the command's messages."""
+    return " ".join(["earnings-sync", *(part for part in (args.command, getattr(args, "dlq_command", None)) if part)])
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The one place a command's errors become an exit code and a line on stderr (`--debug`: the stack)."""
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{command_name(args)}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        described = cli_errors.describe(exc)
+        if described is None:  # a bug: its traceback is the report
+            raise
+        code, message = described
+        sys.stdout.flush()
+        print(f"{command_name(args)}: {one_line(message)}", file=sys.stderr)
+        return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from earnings_sync.cli_table import UsageError, add_table_arguments, on_table, sync_errors
+from earnings_sync.cli_table import add_table_arguments, on_table, sync_failures
 
 
 def register(subparsers: Any) -> None:
@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
         description=(
             "Scan the table and report every item that breaks a consistency rule, and every (symbol, fiscal "
             "period) with more than one report date. Dry run by default; --fix deletes the superseded dates "
-            "(conditionally). Exit code 1 while findings remain."
+            "(conditionally). Exit code 1 while findings remain, 2 for bad arguments or files, a missing table or no access."
         ),
     )
     parser.add_argument("--fix", action="store_true", help="delete superseded items (default: report only)")
@@ -29,13 +29,9 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from earnings_sync.audit import audit_table, format_report
 
-    try:
-        report, summary = on_table(args, lambda client, table: audit_table(client, table, fix=args.fix))
-    except UsageError as exc:
-        print(f"earnings-sync audit: {exc}", file=sys.stderr)
-        return 2
+    report, summary = on_table(args, lambda client, table: audit_table(client, table, fix=args.fix))
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
-    errors = sync_errors(summary)
-    for error in errors:
-        print(f"earnings-sync audit: {error}", file=sys.stderr)
-    return 1 if errors or report.remaining else 0
+    failures = sync_failures(summary)
+    for line in failures:
+        print(f"earnings-sync audit: {line}", file=sys.stderr)
+    return 1 if failures or report.remaining else 0

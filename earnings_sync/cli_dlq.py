@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
+
+from earnings_sync.cli_errors import UsageError
+
+
+FORCE_HINT = "pass --force to read it anyway (receiving counts toward its messages' maxReceiveCount)"
 
 
 def _sqs(args: argparse.Namespace, *, max_attempts: int = 8) -> Any:
-    from earnings_sync import aws
+    from earnings_sync.cli_table import client
 
-    return aws.client("sqs", max_attempts=max_attempts, endpoint_url=args.endpoint_url)
+    return client("sqs", args.endpoint_url, max_attempts=max_attempts)
+
+
+def _dead_letter_queue(sqs: Any, args: argparse.Namespace) -> str:
+    """The DLQ's URL; a queue that is not one is refused unless --force."""
+    from earnings_sync import replay
+
+    try:
+        return replay.dead_letter_queue(sqs, args.queue, force=args.force)
+    except replay.NotADeadLetterQueue as exc:
+        raise replay.NotADeadLetterQueue(f"{exc}; {FORCE_HINT}") from exc
+
+
+@contextlib.contextmanager
+def _naming_queue(sqs: Any, queue: str) -> Iterator[None]:
+    """A queue that disappears, or a URL that never named one, is a usage error naming it."""
+    from botocore.exceptions import ClientError
+
+    from earnings_sync.cli_errors import is_missing_queue, where
+
+    try:
+        yield
+    except ClientError as exc:
+        if not is_missing_queue(exc):
+            raise
+        raise UsageError(f"no such queue: {queue} at {where(sqs)}") from exc
 
 
 def format_age(seconds: float | None) -> str:
@@ -40,7 +71,11 @@ def _counts(title: str, counts: dict[str, int], top: int = 10) -> list[str]:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from earnings_sync.replay import dlq_stats
 
-    stats = dlq_stats(_sqs(args), args.queue, max_messages=args.max_messages).as_dict()
+    if args.max_messages < 1:
+        raise UsageError("--max-messages must be at least 1")
+    sqs = _sqs(args)
+    with _naming_queue(sqs, args.queue):
+        stats = dlq_stats(sqs, _dead_letter_queue(sqs, args), max_messages=args.max_messages).as_dict()
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -64,8 +99,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_peek(args: argparse.Namespace) -> int:
     from earnings_sync.replay import peek_dlq, utc_now
 
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
     now = utc_now()
-    messages = [m.as_dict(now) for m in peek_dlq(_sqs(args), args.queue, limit=args.limit)]
+    sqs = _sqs(args)
+    with _naming_queue(sqs, args.queue):
+        messages = [m.as_dict(now) for m in peek_dlq(sqs, _dead_letter_queue(sqs, args), limit=args.limit)]
     if args.json:
         print(json.dumps(messages, indent=2))
         return 0
@@ -124,17 +163,23 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             max_age=replay.parse_duration(args.newer_than) if args.newer_than else None,
         )
     except ValueError as exc:
-        print(f"earnings-sync: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     if args.rate is not None and args.rate <= 0:
-        print("earnings-sync: --rate must be positive", file=sys.stderr)
-        return 2
+        raise UsageError("--rate must be positive")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
     if args.native:
         if not where.is_empty or args.limit is not None or args.dry_run:
-            print("earnings-sync: --native moves every message: it cannot combine with filters, --limit or --dry-run", file=sys.stderr)
-            return 2
+            raise UsageError("--native moves every message: it cannot combine with filters, --limit or --dry-run")
         # One attempt: an endpoint without the operation must not be retried with backoff.
-        handle = replay.start_native_replay(_sqs(args, max_attempts=1), args.queue, to=args.to, rate=args.rate)
+        sqs = _sqs(args, max_attempts=1)
+        with _naming_queue(sqs, args.queue):
+            if not args.to:  # SQS moves each message back to its source queue: there must be one
+                try:
+                    replay.dead_letter_queue(sqs, args.queue)
+                except replay.NotADeadLetterQueue as exc:
+                    raise replay.NotADeadLetterQueue(f"{exc}; name the queue to move its messages to with --to") from exc
+            handle = replay.start_native_replay(sqs, args.queue, to=args.to, rate=args.rate)
         if args.json:
             print(json.dumps({"ok": True, "native": True, "task_handle": handle}, indent=2))
         else:
@@ -143,42 +188,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from earnings_sync.local import Progress
 
     display = Progress(sys.stderr)  # silent unless stderr is a terminal
-    report = replay.replay_dlq(
-        _sqs(args),
-        args.queue,
-        to=args.to,
-        where=where,
-        limit=args.limit,
-        rate=args.rate,
-        dry_run=args.dry_run,
-        progress=lambda r: display.show(f"read {r.scanned:,}, matched {r.matched:,}, replayed {r.replayed:,}, failed {r.send_failed:,}"),
-    )
+    sqs = _sqs(args)
+    with _naming_queue(sqs, args.queue):
+        report = replay.replay_dlq(
+            sqs,
+            args.queue,
+            to=args.to,
+            where=where,
+            limit=args.limit,
+            rate=args.rate,
+            dry_run=args.dry_run,
+            progress=lambda r: display.show(f"read {r.scanned:,}, matched {r.matched:,}, replayed {r.replayed:,}, failed {r.send_failed:,}"),
+        )
     display.done()
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         _print_report(report)
     return 0 if report.ok else 1
-
-
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Operator errors and AWS errors end in one line on stderr, not a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from earnings_sync.replay import DlqError
-
-        try:
-            return command(args)
-        except DlqError as exc:
-            print(f"earnings-sync: {exc}", file=sys.stderr)
-            return 2
-        except (ClientError, BotoCoreError) as exc:
-            print(f"earnings-sync: {exc}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def register(subparsers: Any) -> None:
@@ -199,11 +226,13 @@ def register(subparsers: Any) -> None:
 
     stats = commands.add_parser("stats", parents=[common], help="depth, oldest age, counts by failure kind/reason/sync id")
     stats.add_argument("--max-messages", type=int, default=10_000, metavar="N", help="read at most N messages (default 10000)")
-    stats.set_defaults(func=_guarded(_cmd_stats))
+    stats.add_argument("--force", action="store_true", help="read QUEUE even if no queue's redrive policy points at it")
+    stats.set_defaults(func=_cmd_stats)
 
     peek = commands.add_parser("peek", parents=[common], help="show messages without consuming them")
     peek.add_argument("--limit", type=int, default=10, metavar="N", help="show at most N messages (default 10)")
-    peek.set_defaults(func=_guarded(_cmd_peek))
+    peek.add_argument("--force", action="store_true", help="read QUEUE even if no queue's redrive policy points at it")
+    peek.set_defaults(func=_cmd_peek)
 
     replay = commands.add_parser(
         "replay",
@@ -224,4 +253,4 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--rate", type=float, metavar="R", help="at most R messages per second")
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed; move nothing")
     replay.add_argument("--native", action="store_true", help="let SQS move everything (StartMessageMoveTask); no filters")
-    replay.set_defaults(func=_guarded(_cmd_replay))
+    replay.set_defaults(func=_cmd_replay)

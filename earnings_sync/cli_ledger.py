@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from earnings_sync.cli_table import DEFAULT_TABLE, UsageError, check_csv_arguments
+from earnings_sync.cli_table import DEFAULT_TABLE, UsageError, check_csv_arguments, client, naming_table, sync_failures
 
 RECENT = 10
 
@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
             "Read the completeness ledger of one or more syncs and say whether each is complete: every row "
             "written, unchanged, skipped as stale, rejected (with its reason) or a duplicate, and nothing in "
             "the DLQ, missing or never enqueued. Without SYNC_ID: the most recent syncs. Exit code 0 when "
-            "every sync shown is complete, 1 otherwise."
+            "every sync shown is complete, 1 otherwise, 2 for bad arguments or files, a missing table or no access."
         ),
     )
     parser.add_argument("sync_id", nargs="*", metavar="SYNC_ID", help="sync ids, as the producer reports them")
@@ -43,8 +43,8 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _reports(args: argparse.Namespace) -> list[Any]:
-    from earnings_sync import aws
+def _reports(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
+    """The reports to show, and (with --csv) the lines naming the files the local run did not sync."""
     from earnings_sync.ledger import LedgerReport, SyncLedger
 
     if args.csv:
@@ -53,34 +53,31 @@ def _reports(args: argparse.Namespace) -> list[Any]:
         check_csv_arguments(args, built="its own tables")
         summary = run_local(args.csv, progress_stream=sys.stderr)
         found = {s.sync_id: s.ledger for s in summary.syncs if s.sync_id and s.ledger is not None}
-        errors = [f"{s.file}: {s.error}" for s in summary.syncs if s.error and not s.sync_id]
-        if errors:
-            raise UsageError("; ".join(errors))
+        failures = sync_failures(summary)
         if not args.sync_id:
-            return list(found.values())
-        return [found.get(sync_id) or LedgerReport(sync_id=sync_id) for sync_id in args.sync_id]
+            return list(found.values()), failures
+        return [found.get(sync_id) or LedgerReport(sync_id=sync_id) for sync_id in args.sync_id], failures
     table = args.table or os.environ.get("LEDGER_TABLE") or f"{os.environ.get('TABLE_NAME') or DEFAULT_TABLE}-sync-ledger"
-    ledger = SyncLedger(aws.client("dynamodb", endpoint_url=args.endpoint_url), table)
-    sync_ids = args.sync_id or [sync_id for _, sync_id in ledger.recent_syncs(args.recent)]
-    if not sync_ids:
-        raise UsageError(f"no sync recorded in {table}")
-    return [ledger.report(sync_id) for sync_id in sync_ids]
+    dynamodb = client("dynamodb", args.endpoint_url)
+    ledger = SyncLedger(dynamodb, table)
+    with naming_table(dynamodb, table):
+        sync_ids = args.sync_id or [sync_id for _, sync_id in ledger.recent_syncs(args.recent)]
+        if not sync_ids:
+            raise UsageError(f"no sync recorded in {table}")
+        return [ledger.report(sync_id) for sync_id in sync_ids], []
 
 
 def run(args: argparse.Namespace) -> int:
     from earnings_sync.ledger import format_report
 
     if args.recent < 1:
-        print("earnings-sync ledger: --recent must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        reports = _reports(args)
-    except UsageError as exc:
-        print(f"earnings-sync ledger: {exc}", file=sys.stderr)
-        return 2
-    complete = all(report.complete for report in reports)
+        raise UsageError("--recent must be at least 1")
+    reports, failures = _reports(args)
+    complete = not failures and all(report.complete for report in reports)
     if args.json:
         print(json.dumps({"complete": complete, "syncs": [report.as_dict() for report in reports]}, indent=2))
-    else:
+    elif reports:
         print("\n".join(format_report(report) for report in reports))
+    for line in failures:
+        print(f"earnings-sync ledger: {line}", file=sys.stderr)
     return 0 if complete else 1

@@ -5,22 +5,29 @@ whole pipeline, stream consumer included, as `earnings-sync local` does) and the
 table that produced. Otherwise it reads a deployed table: the endpoint comes from `--endpoint-url`
 or the standard AWS settings (AWS_ENDPOINT_URL, AWS_PROFILE, AWS_REGION), the name from `--table`,
 TABLE_NAME, or `earningsCalendar`.
+
+Every command's input files and output paths are checked here before any work starts
+(`check_input_files`, `check_output_paths`), and its AWS clients come from `client`, which gives
+up quickly on an endpoint that cannot be reached.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import os
+import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
+
+from earnings_sync.cli_errors import UsageError, error_code, one_line, where
 
 T = TypeVar("T")
 DEFAULT_TABLE = "earningsCalendar"
-
-
-class UsageError(Exception):
-    """Bad command-line input: printed, exit code 2."""
+CONNECT_ATTEMPTS = 2  # a dead endpoint is reported at once, not after every retry's backoff
+HEAD_BYTES = 64 * 1024  # enough for the header line, or for a JSON reply saved in place of the CSV
 
 
 def add_table_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +43,108 @@ def add_table_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_csv_arguments(args: argparse.Namespace, built: str = "its own table") -> None:
-    """--csv builds tables on the embedded emulator: no endpoint or table may be named, files must exist."""
+    """--csv builds tables on the embedded emulator: no endpoint or table may be named, the files must be calendars."""
     if args.endpoint_url or args.table:
         raise UsageError(f"--csv builds {built} on the embedded emulator: drop --endpoint-url/--table")
-    for path in args.csv:
-        if not os.path.isfile(path):
-            raise UsageError(f"no such file: {path}")
+    check_input_files(args.csv)
+
+
+def _first_line_problem(head: bytes) -> str | None:
+    """What is wrong with a file whose first bytes are `head`, judged on its first non-blank line."""
+    from earnings_sync.records import detect_upstream_error
+
+    body = head.removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n")
+    if not body:
+        return "holds no calendar header (only blank lines)"
+    first = body.split(b"\n", 1)[0]
+    try:
+        text = first.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = one_line(repr(first[:40])[2:-1]) + ("…" if len(first) > 40 else "")
+        return f"not a calendar CSV: its first line is not UTF-8 text ({shown})"
+    if text.startswith(("{", "[")):  # a JSON reply saved in place of the CSV may span lines
+        text = body.decode("utf-8", errors="replace")
+    problem = detect_upstream_error(text)
+    if problem is None:
+        return None
+    return f"not a calendar CSV: {problem.kind}: {one_line(problem.message)}"
+
+
+def source_file_problem(path: str) -> str | None:
+    """One line saying why `path` cannot be synced (missing, a directory, unreadable, empty, not the
+    calendar), or None. Checked on the file's first line: rows are the producer's business."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError as exc:
+        return f"cannot be read: {(exc.strerror or str(exc)).lower()}"
+    if not head:
+        return "empty file"
+    return _first_line_problem(head)
+
+
+def check_input_files(paths: Sequence[str]) -> None:
+    """Every calendar file a command is given, checked before any work starts.
+
+    Raises UsageError("<path>: <problem>") for the first file that cannot be synced.
+    """
+    for path in paths:
+        problem = source_file_problem(path)
+        if problem is not None:
+            raise UsageError(f"{one_line(path)}: {problem}")
+
+
+def check_output_paths(outputs: Mapping[str, str | None], inputs: Sequence[str] = ()) -> None:
+    """Files a command will write (`{"--export": path}`), checked before any work starts: a
+    directory that exists and is writable, a path that is not a directory nor one of the inputs."""
+    for option, path in outputs.items():
+        if not path:
+            continue
+        shown = f"{option} {one_line(path)}"
+        if os.path.isdir(path):
+            raise UsageError(f"{shown}: is a directory")
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise UsageError(f"{shown}: no such directory: {one_line(parent)}")
+        if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            raise UsageError(f"{shown}: permission denied")
+        if os.path.exists(path) and any(os.path.exists(i) and os.path.samefile(path, i) for i in inputs):
+            raise UsageError(f"{shown}: is one of the input files")
+
+
+def client(service: str, endpoint_url: str | None, *, max_attempts: int = 8) -> Any:
+    """A boto3 client for a command: an endpoint that is not a URL is a usage error, a dead one is
+    reported after CONNECT_ATTEMPTS connection attempts."""
+    from earnings_sync import aws
+
+    try:
+        return aws.client(service, max_attempts=max_attempts, endpoint_url=endpoint_url, connect_attempts=CONNECT_ATTEMPTS)
+    except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+        given = endpoint_url or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        raise UsageError(f"invalid endpoint URL {given!r}: expected http(s)://host[:port] ({exc})") from exc
+
+
+@contextlib.contextmanager
+def naming_table(dynamodb: Any, table: str) -> Iterator[None]:
+    """A missing table is a usage error that names it and where it was looked for."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        raise UsageError(f"table {table} does not exist at {where(dynamodb)}") from exc
 
 
 def on_table(args: argparse.Namespace, work: Callable[[Any, str], T]) -> tuple[T, Any]:
@@ -53,7 +156,9 @@ def on_table(args: argparse.Namespace, work: Callable[[Any, str], T]) -> tuple[T
 
     if not args.csv:
         table = args.table or os.environ.get("TABLE_NAME") or DEFAULT_TABLE
-        return work(aws.client("dynamodb", endpoint_url=args.endpoint_url), table), None
+        dynamodb = client("dynamodb", args.endpoint_url)
+        with naming_table(dynamodb, table):
+            return work(dynamodb, table), None
 
     from earnings_sync.local import run_local
 
@@ -69,8 +174,11 @@ def on_table(args: argparse.Namespace, work: Callable[[Any, str], T]) -> tuple[T
     return outcome[0], summary
 
 
-def sync_errors(summary: Any) -> list[str]:
-    """Errors of a --csv run's syncs, one line each."""
+def sync_failures(summary: Any) -> list[str]:
+    """For stderr, one line each: every failed sync of a local run, and the files it never synced."""
     if summary is None:
         return []
-    return [f"{sync.file}: {sync.error}" for sync in summary.syncs if sync.error]
+    lines = [f"{one_line(sync.file)}: {one_line(sync.error)}" for sync in summary.syncs if sync.error]
+    if summary.not_run:
+        lines.append("not synced (an earlier sync failed): " + ", ".join(one_line(path) for path in summary.not_run))
+    return lines

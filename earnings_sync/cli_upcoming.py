@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from earnings_sync.cli_table import UsageError, add_table_arguments, on_table, sync_errors
+from earnings_sync.cli_table import UsageError, add_table_arguments, on_table, sync_failures
 
 
 def _positive(text: str) -> int:
@@ -56,18 +56,18 @@ def format_items(items: list[dict[str, Any]]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from earnings_sync.observability import upcoming_metrics
-    from earnings_sync.upcoming import upcoming_earnings
+    from earnings_sync.upcoming import check_request, upcoming_earnings
+
+    request = {"limit": args.limit, "page_size": args.page_size, "start_token": args.token}
+    try:  # before any table is read or built
+        check_request(args.date_from, args.date_to, **request)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
     def query(client: Any, table: str) -> Any:
-        return upcoming_earnings(
-            client, table, args.date_from, args.date_to, limit=args.limit, page_size=args.page_size, start_token=args.token
-        )
+        return upcoming_earnings(client, table, args.date_from, args.date_to, **request)
 
-    try:
-        result, summary = on_table(args, query)
-    except (UsageError, ValueError) as exc:
-        print(f"earnings-sync upcoming: {exc}", file=sys.stderr)
-        return 2
+    result, summary = on_table(args, query)
     metrics = upcoming_metrics(result)
     if args.json:
         print(to_json({**result.as_dict(), "metrics": metrics}))
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if result.next_token:
             lines.append(f"more: --token {result.next_token}")
         print("\n".join(lines))
-    errors = sync_errors(summary)
-    for error in errors:
-        print(f"earnings-sync upcoming: {error}", file=sys.stderr)
-    return 1 if errors else 0
+    failures = sync_failures(summary)
+    for line in failures:
+        print(f"earnings-sync upcoming: {line}", file=sys.stderr)
+    return 1 if failures else 0

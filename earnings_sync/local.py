@@ -394,20 +394,36 @@ class LocalSummary:
     stream_failure_messages: int = 0
     seconds: float = 0.0
     export: str | None = None
+    files: list[str] = field(default_factory=list)  # every file given, in order; a run stops at a failed sync
+
+    @property
+    def not_run(self) -> list[str]:
+        """Files after a failed sync: never started."""
+        return self.files[len(self.syncs) :]
+
+    @property
+    def unsynced(self) -> list[str]:
+        """Files whose sync failed or never started."""
+        return [s.file for s in self.syncs if s.error is not None] + self.not_run
 
     @property
     def ok(self) -> bool:
-        return all(s.error is None for s in self.syncs)
+        return all(s.error is None for s in self.syncs) and not self.not_run
 
     @property
     def complete(self) -> bool | None:
-        """Every sync's rows all settled according to the ledger (None: no ledger table)."""
+        """Every given file synced and all its rows settled according to the ledger (None: no ledger table)."""
         reports = [s.ledger for s in self.syncs if s.ledger is not None]
+        if self.unsynced:
+            return False
         return all(r.complete for r in reports) if reports else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "files": self.files,
+            "unsynced": self.unsynced,
+            "not_run": self.not_run,
             "syncs": [
                 {
                     "file": s.file,
@@ -504,7 +520,7 @@ def run_local(
         dynamodb = aws.client("dynamodb")
         resources = template.create_resources(tpl, dynamodb, sqs, region=REGION, account_id=FAKE_ACCOUNT)
         pipeline = LocalPipeline(resources, sqs, dynamodb=dynamodb, streams=aws.client("dynamodbstreams"))
-        summary = LocalSummary(endpoint=endpoint)
+        summary = LocalSummary(endpoint=endpoint, files=list(csv_paths))
         with pipeline.environ():
             from producers import app as producer_app
 
@@ -634,7 +650,9 @@ def routed_logs(logger: Any, stream: IO[str] | None) -> Iterator[None]:
 
 
 def format_summary(summary: LocalSummary) -> str:
-    lines = [f"earnings-sync local: {len(summary.syncs)} sync(s) in {summary.seconds:.1f} s on {summary.endpoint} (moto)"]
+    synced = len(summary.files or summary.syncs) - len(summary.unsynced)
+    done = f"{len(summary.syncs)} sync(s)" if summary.ok else f"{synced} of {len(summary.files or summary.syncs)} file(s) synced"
+    lines = [f"earnings-sync local: {done} in {summary.seconds:.1f} s on {summary.endpoint} (moto)"]
     header = f"{'#':>2} {'file':<28} {'rows':>7} {'rejected':>8} {'dup':>4} {'messages':>8} {'written':>8} {'unchanged':>9} {'stale':>6} {'poison':>6} {'dlq':>4} {'time':>7}"
     lines.append(header)
     for number, sync in enumerate(summary.syncs, start=1):
@@ -673,6 +691,8 @@ def format_summary(summary: LocalSummary) -> str:
         f"table items: {summary.table_items:,}   DLQ messages: {summary.dlq_messages:,}"
         + (f"   stream failures: {summary.stream_failure_messages:,}" if summary.stream_failure_messages else "")
     )
+    if summary.unsynced:
+        lines.append("NOT synced: " + ", ".join(summary.unsynced) + (" (stopped after the failed sync)" if summary.not_run else ""))
     if summary.complete is not None:
         lines.append("ledger: every sync complete" if summary.complete else "ledger: NOT every sync is complete (see above)")
     if summary.export:

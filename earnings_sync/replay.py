@@ -46,6 +46,10 @@ class DlqError(Exception):
     """Something the operator has to settle: an unknown queue, an ambiguous target, bad options."""
 
 
+class NotADeadLetterQueue(DlqError):
+    """No queue's redrive policy points at the queue given as a DLQ: most likely the wrong queue."""
+
+
 class NativeUnsupported(DlqError):
     """The endpoint has no StartMessageMoveTask (moto); the client-side replay works everywhere."""
 
@@ -196,9 +200,13 @@ def queue_url(sqs: Any, queue: str) -> str:
     try:
         return sqs.get_queue_url(**kwargs)["QueueUrl"]
     except ClientError as exc:
-        if "NonExistentQueue" in _error_code(exc) or _error_code(exc) == "QueueDoesNotExist":
+        if _missing_queue(exc):
             raise DlqError(f"no such queue: {queue}") from exc
         raise
+
+
+def _missing_queue(exc: ClientError) -> bool:
+    return "NonExistentQueue" in _error_code(exc) or _error_code(exc) == "QueueDoesNotExist"
 
 
 def queue_arn(sqs: Any, url: str) -> str:
@@ -213,12 +221,35 @@ def source_queues(sqs: Any, dlq_url: str) -> list[str]:
     return urls
 
 
+def dead_letter_queue(sqs: Any, queue: str, *, force: bool = False) -> str:
+    """The URL of `queue` once it is known to exist and to be some queue's DLQ (`force`: any queue,
+    unchecked). Reading receives every message, which counts toward a source queue's
+    maxReceiveCount: a live queue given by mistake must be refused, not peeked."""
+    url = queue_url(sqs, queue)
+    if force:
+        return url
+    try:
+        found = source_queues(sqs, url)
+    except ClientError as exc:
+        if _missing_queue(exc):
+            raise DlqError(f"no such queue: {queue}") from exc
+        raise
+    if not found:
+        raise NotADeadLetterQueue(f"{queue} is not a dead-letter queue: no queue's redrive policy points at it")
+    return url
+
+
 def replay_target(sqs: Any, dlq_url: str, to: str | None) -> str:
     """`to`, or the one queue that dead-letters into this DLQ; anything ambiguous is an error."""
     if to:
         target = queue_url(sqs, to)
     else:
         found = source_queues(sqs, dlq_url)
+        if not found:
+            raise NotADeadLetterQueue(
+                f"{dlq_url} is not a dead-letter queue: no queue's redrive policy points at it; "
+                "name the queue to replay into with --to"
+            )
         if len(found) != 1:
             where = f": {', '.join(found)}" if found else ""
             raise DlqError(

@@ -107,6 +107,28 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def check_request(
+    date_from: str,
+    date_to: str,
+    *,
+    limit: int | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    start_token: str | None = None,
+) -> Position | None:
+    """Every argument of a request, checked before anything is read (the command line checks them
+    before a local sync too); returns the token's position. ValueError says what is wrong."""
+    first, last = _date(date_from, "from"), _date(date_to, "to")
+    if first > last:
+        raise ValueError(f"from {date_from} is after to {date_to}")
+    if (last - first).days >= MAX_DAYS:
+        raise ValueError(f"at most {MAX_DAYS} days per request (one Query per day)")
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be at least 1")
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
+    return decode_token(start_token) if start_token else None
+
+
 def upcoming_earnings(
     client: Any,
     table_name: str,
@@ -124,18 +146,9 @@ def upcoming_earnings(
     At most `limit` items (all when None); `next_token` is set when more may follow and resumes
     right after the last item returned. `page_size` bounds each request's Limit.
     """
-    first, last = _date(date_from, "from"), _date(date_to, "to")
-    if first > last:
-        raise ValueError(f"from {date_from} is after to {date_to}")
-    if (last - first).days >= MAX_DAYS:
-        raise ValueError(f"at most {MAX_DAYS} days per request (one Query per day)")
-    if limit is not None and limit < 1:
-        raise ValueError("limit must be at least 1")
-    if page_size < 1:
-        raise ValueError("page_size must be at least 1")
+    position = check_request(date_from, date_to, limit=limit, page_size=page_size, start_token=start_token)
     started = clock()
     result = UpcomingResult()
-    position = decode_token(start_token) if start_token else None
     try:
         _from_index(client, table_name, index_name, date_from, date_to, position, limit, page_size, result)
     except ClientError as exc:

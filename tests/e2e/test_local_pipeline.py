@@ -14,6 +14,7 @@ from earnings_sync.local import format_summary, run_local
 from tests.conftest import csv_text
 
 T1, T2 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
+QUOTA = "Thank you for using Alpha Vantage! 25 requests per day."
 
 OLDER = [
     "AAPL,Apple Inc,2025-07-31,2025-06-30,1.42,USD",
@@ -68,7 +69,7 @@ def test_newer_sync_wins_and_a_replay_of_the_older_changes_nothing(tmp_path: Pat
 def test_cli_json_summary_export_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     older, quota = tmp_path / "older.csv", tmp_path / "quota.csv"
     older.write_text(csv_text(*OLDER))
-    quota.write_text('{"Information": "Thank you for using Alpha Vantage! 25 requests per day."}')
+    quota.write_text(json.dumps({"Information": QUOTA}))
     export, log = tmp_path / "out.jsonl", tmp_path / "handlers.log"
     assert main(["local", str(older), "--json", "--export", str(export), "--log-file", str(log)]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -76,13 +77,13 @@ def test_cli_json_summary_export_and_exit_codes(tmp_path: Path, capsys: pytest.C
     assert len(export.read_text().splitlines()) == 4
     assert '"message":"sync enqueued"' in log.read_text()
 
-    assert main(["local", str(older), str(quota)]) == 1
+    # A quota reply saved in place of the calendar is refused before anything runs, naming the file.
+    assert main(["local", str(older), str(quota)]) == 2
     out, err = capsys.readouterr()
-    assert "25 requests per day" in err and "UpstreamError" in err
-    assert "ERROR" in out and "older.csv" in out
+    assert out == "" and err == f"earnings-sync local: {quota}: not a calendar CSV: a JSON 'Information': {QUOTA}\n"
 
     assert main(["local", str(tmp_path / "nope.csv")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "nope.csv: no such file" in capsys.readouterr().err
 
 
 def test_console_script_runs_as_a_module(tmp_path: Path) -> None:

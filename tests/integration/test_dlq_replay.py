@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from earnings_sync import aws as aws_clients
-from earnings_sync import cli, dlq
+from earnings_sync import cli, cli_table, dlq
 from earnings_sync.local import SqsEventSource, run_local
 from earnings_sync.messages import SyncMessage, decode_envelope, encode_message, encode_records
 from earnings_sync.observability import M
@@ -499,7 +499,7 @@ def test_cli_text_output_and_operator_errors(aws: dict[str, Any], capsys: pytest
     assert cli.main(["dlq", "replay", DLQ, "--limit", "0"]) == 2
     assert "--limit" in capsys.readouterr().err
 
-    Faults(aws_clients.client("sqs"), "sqs", "SendMessageBatch", [refuse_entry(0)])
+    Faults(cli_table.client("sqs", None), "sqs", "SendMessageBatch", [refuse_entry(0)])  # the command's own client
     assert cli.main(["dlq", "replay", DLQ, "--newer-than", "1h"]) == 1  # one matches, and SQS refuses it
     text = capsys.readouterr().out
     assert "send failed 1" in text and "injected refusal" in text and "left in the DLQ 2" in text
