@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from earnings_sync import cli_audit, cli_dlq, cli_ledger, cli_upcoming
+from earnings_sync import cli_audit, cli_dlq, cli_ledger, cli_stream, cli_upcoming
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_upcoming.register(commands)
     cli_audit.register(commands)
     cli_ledger.register(commands)
+    cli_stream.register(commands)
     return parser
 
 
