@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -43,8 +43,8 @@ RECEIVE_LIMIT = 10  # SQS ReceiveMessage maximum
 READ_LIMIT = 1000  # GetRecords maximum
 MAX_EMPTY_PAGES = 25  # GetRecords may answer empty pages before reaching old records of an open shard
 ITERATOR_RENEWALS = 3  # an iterator expires 15 minutes after it was issued
+GAP_BUDGET = READ_LIMIT  # records of no range a reader goes through before it seeks the next range
 MAX_STALE_ROUNDS = 50  # receives in a row that bring only messages already handled in this run
-MAX_LISTED_KEYS = 50
 
 SHARD_ID = re.compile(r"^shardId-[A-Za-z0-9_.-]{1,56}$")
 SEQUENCE_NUMBER = re.compile(r"^[0-9]{1,40}$")
@@ -217,58 +217,98 @@ def _raise_classified(exc: ClientError | ParamValidationError) -> NoReturn:
     raise exc
 
 
-def _iterator(streams: Any, failure: FailureRange, after: str | None) -> str | None:
-    position = (
-        {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": after}
-        if after is not None
-        else {"ShardIteratorType": "AT_SEQUENCE_NUMBER", "SequenceNumber": failure.start}
-    )
-    try:
-        return streams.get_shard_iterator(StreamArn=failure.stream_arn, ShardId=failure.shard_id, **position).get("ShardIterator")
-    except (ClientError, ParamValidationError) as exc:
-        _raise_classified(exc)
+class ShardReader:
+    """Reads ranges of one shard, asked in increasing order, as one forward pass where it can.
 
-
-def read_range(streams: Any, failure: FailureRange) -> list[dict[str, Any]]:
-    """Every stream record of the range, in order; RangeLost unless its first and last are found.
-
-    The range is the batch the mapping gave up on: consecutive records of one shard, the first and
-    the last named by their sequence numbers, so finding both means nothing in between is missing.
+    When the stream consumer was down, the mapping gave up on every batch and the ranges tile the
+    shard: each range starts right after the previous one, so the reader goes on from where the last
+    range ended instead of seeking again. A range that starts far ahead (more than GAP_BUDGET records
+    of no range in between), or behind what was already read, gets a seek of its own.
     """
-    start, end = int(failure.start), int(failure.end)
-    limit = min(READ_LIMIT, failure.batch_size) if failure.batch_size else READ_LIMIT
-    records: list[dict[str, Any]] = []
-    iterator = _iterator(streams, failure, None)
-    empty_pages = renewals = 0
-    while iterator:
+
+    def __init__(self, streams: Any, stream_arn: str, shard_id: str) -> None:
+        self.streams = streams
+        self.stream_arn = stream_arn
+        self.shard_id = shard_id
+        self.iterator: str | None = None
+        self.pending: deque[dict[str, Any]] = deque()  # read from the stream, not handed out yet
+        self.passed: int | None = None  # the highest sequence number handed out or skipped
+        self.fetched: str | None = None  # the last sequence number read from the stream
+        self.open = False  # an iterator or read records to go on from
+
+    def _seek(self, start: str) -> None:
+        self.pending, self.passed, self.fetched = deque(), None, None
+        self.open = False
+        self.iterator = self._iterator({"ShardIteratorType": "AT_SEQUENCE_NUMBER", "SequenceNumber": start})
+        self.open = True
+
+    def _iterator(self, position: dict[str, str]) -> str | None:
         try:
-            response = streams.get_records(ShardIterator=iterator, Limit=limit)
-        except ClientError as exc:
-            if _error_code(exc) == "ExpiredIteratorException" and renewals < ITERATOR_RENEWALS:
-                renewals += 1
-                iterator = _iterator(streams, failure, records[-1]["dynamodb"]["SequenceNumber"] if records else None)
-                continue
+            response = self.streams.get_shard_iterator(StreamArn=self.stream_arn, ShardId=self.shard_id, **position)
+        except (ClientError, ParamValidationError) as exc:
             _raise_classified(exc)
-        page = response.get("Records", [])
-        past_end = False
-        for record in page:
-            number = _sequence(record)
-            if number > end:
-                past_end = True
+        return response.get("ShardIterator")
+
+    def _fetch(self, limit: int, start: str) -> int:
+        """One GetRecords into `pending`; returns how many records it brought."""
+        renewals = 0
+        while True:
+            try:
+                response = self.streams.get_records(ShardIterator=self.iterator, Limit=limit)
                 break
-            if number >= start:
-                records.append(record)
-        if past_end or (records and _sequence(records[-1]) == end):
-            break
-        empty_pages = 0 if page else empty_pages + 1
-        if empty_pages >= MAX_EMPTY_PAGES:
-            break
-        iterator = response.get("NextShardIterator")
-    if not records or _sequence(records[0]) != start:
-        raise RangeLost("the range's first record is not in the stream")
-    if _sequence(records[-1]) != end:
-        raise RangeLost("the range's last record is not in the stream")
-    return records
+            except ClientError as exc:
+                if _error_code(exc) != "ExpiredIteratorException" or renewals >= ITERATOR_RENEWALS:
+                    _raise_classified(exc)
+                renewals += 1
+                position = (
+                    {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self.fetched}
+                    if self.fetched is not None
+                    else {"ShardIteratorType": "AT_SEQUENCE_NUMBER", "SequenceNumber": start}
+                )
+                self.iterator = self._iterator(position)
+        page = response.get("Records", [])
+        if page:
+            self.pending.extend(page)
+            self.fetched = page[-1]["dynamodb"]["SequenceNumber"]
+        self.iterator = response.get("NextShardIterator")  # None: the shard is closed and read to its end
+        return len(page)
+
+    def read(self, failure: FailureRange, limit: int = READ_LIMIT) -> list[dict[str, Any]]:
+        """Every stream record of the range, in order; RangeLost unless its first and last are found.
+
+        The range is the batch the mapping gave up on: consecutive records of one shard, the first
+        and the last named by their sequence numbers, so finding both means none in between is missing.
+        """
+        start, end = int(failure.start), int(failure.end)
+        try:
+            if not self.open or self.passed is None or self.passed >= start:
+                self._seek(failure.start)
+            records: list[dict[str, Any]] = []
+            skipped = empty_pages = 0
+            while True:
+                while self.pending and _sequence(self.pending[0]) <= end:
+                    record = self.pending.popleft()
+                    self.passed = _sequence(record)
+                    if self.passed >= start:
+                        records.append(record)
+                    else:
+                        skipped += 1
+                if (self.pending or records and _sequence(records[-1]) == end) or self.iterator is None:
+                    break  # past the end of the range, or the shard has no more
+                if skipped > GAP_BUDGET and not records:
+                    self._seek(failure.start)
+                    skipped = 0
+                empty_pages = 0 if self._fetch(limit, failure.start) else empty_pages + 1
+                if empty_pages >= MAX_EMPTY_PAGES:
+                    break  # an open shard with nothing more to read
+        except (RangeLost, MalformedFailureRecord):
+            self.open = False  # the next range seeks for itself
+            raise
+        if not records or _sequence(records[0]) != start:
+            raise RangeLost("the range's first record is not in the stream")
+        if _sequence(records[-1]) != end:
+            raise RangeLost("the range's last record is not in the stream")
+        return records
 
 
 # --------------------------------------------------------------------------- the report
@@ -452,37 +492,60 @@ def redo_stream_failures(
                     break
                 continue
             stale_rounds = 0
-            for index, message in enumerate(fresh):
-                if report.aborted:
-                    for rest in fresh[index:]:
-                        held.handles[rest["MessageId"]] = rest["ReceiptHandle"]
-                    break
+            for message in fresh:
                 held.handles[message["MessageId"]] = message["ReceiptHandle"]
-                item = _redo_message(sqs, dynamodb, streams, queue_url, stream, message, report)
-                report.items.append(item)
-                if item.deleted:
-                    held.handles.pop(message["MessageId"], None)
-                if progress is not None:
-                    progress(report)
+            _redo_batch(sqs, dynamodb, streams, queue_url, stream, fresh, report, held)
+            if progress is not None:
+                progress(report)
     finally:
         report.released, report.release_failed = held.release()
     return report
 
 
-def _redo_message(
-    sqs: Any, dynamodb: Any, streams: Any, queue_url: str, stream: TableStream, message: Mapping[str, Any], report: RedoReport
-) -> RedoItem:
-    item = RedoItem(message_id=message["MessageId"], outcome="failed")
+def _redo_batch(
+    sqs: Any,
+    dynamodb: Any,
+    streams: Any,
+    queue_url: str,
+    stream: TableStream,
+    messages: list[dict[str, Any]],
+    report: RedoReport,
+    held: _Held,
+) -> None:
+    """One receive's messages: their ranges read shard by shard in stream order, then deleted together."""
+    ranges: list[tuple[FailureRange, dict[str, Any]]] = []
+    for message in messages:
+        try:
+            ranges.append((parse_failure_record(message.get("Body", ""), stream), message))
+        except MalformedFailureRecord as exc:
+            report.items.append(RedoItem(message["MessageId"], "malformed", str(exc)))
+    ranges.sort(key=lambda pair: (pair[0].stream_arn, pair[0].shard_id, int(pair[0].start)))
+    readers: dict[tuple[str, str], ShardReader] = {}
+    done: list[tuple[RedoItem, dict[str, Any]]] = []  # to delete from the queue
+    for index, (failure, message) in enumerate(ranges):
+        if report.aborted:
+            break
+        shard = (failure.stream_arn, failure.shard_id)
+        reader = readers.setdefault(shard, ShardReader(streams, *shard))
+        # Contiguous ranges are read together: ask for the records of this range and the next ones.
+        sizes = [f.batch_size for f, _ in ranges[index:] if (f.stream_arn, f.shard_id) == shard]
+        limit = min(READ_LIMIT, sum(size or READ_LIMIT for size in sizes))
+        item = _redo_range(dynamodb, reader, failure, limit, message["MessageId"], report)
+        report.items.append(item)
+        if item.outcome == "redone" or (item.outcome == "lost" and report.discard_lost and not report.dry_run):
+            done.append((item, message))
+    _delete(sqs, queue_url, done, held)
+
+
+def _redo_range(dynamodb: Any, reader: ShardReader, failure: FailureRange, limit: int, message_id: str, report: RedoReport) -> RedoItem:
+    item = RedoItem(message_id=message_id, outcome="failed", failure=failure)
     try:
-        item.failure = parse_failure_record(message.get("Body", ""), stream)
-        records = read_range(streams, item.failure)
+        records = reader.read(failure, limit)
     except MalformedFailureRecord as exc:
         item.outcome, item.reason = "malformed", str(exc)
         return item
     except RangeLost as exc:
         item.outcome, item.reason = "lost", str(exc)
-        if report.discard_lost and not report.dry_run:
-            item.deleted = _delete(sqs, queue_url, message, item)
         return item
     except (ClientError, BotoCoreError) as exc:
         item.reason = report.aborted = f"reading the stream: {_one_line(exc)}"
@@ -499,7 +562,7 @@ def _redo_message(
     # One processor per range, as one per invocation in the Lambda: its per-symbol cache holds the
     # items read for this range only. No `sole_sync`: settling a sync's records when it is the only
     # one finds nothing older to delete, so skipping it only saves a Query.
-    processor = StreamProcessor(dynamodb, stream.table_name)
+    processor = StreamProcessor(dynamodb, report.table_name)
     item.tally = StreamTally()
     try:
         for record in records:
@@ -508,18 +571,31 @@ def _redo_message(
         item.reason = report.aborted = f"redoing the range: {_one_line(exc)}"
         return item
     item.outcome = "redone"
-    item.deleted = _delete(sqs, queue_url, message, item)
     return item
 
 
-def _delete(sqs: Any, queue_url: str, message: Mapping[str, Any], item: RedoItem) -> bool:
-    try:
-        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    except (ClientError, BotoCoreError) as exc:
-        # Redone but still queued: the next run redoes it again, which changes nothing.
-        item.reason = f"not deleted from the queue: {_one_line(exc)}"
-        return False
-    return True
+def _delete(sqs: Any, queue_url: str, done: list[tuple[RedoItem, dict[str, Any]]], held: _Held) -> None:
+    """DeleteMessageBatch; a message that stays queued is redone again by the next run, which changes nothing."""
+    for first in range(0, len(done), RECEIVE_LIMIT):
+        chunk = done[first : first + RECEIVE_LIMIT]
+        try:
+            response = sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": held.handles[m["MessageId"]]} for i, (_, m) in enumerate(chunk)],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            for item, _ in chunk:
+                item.reason = f"not deleted from the queue: {_one_line(exc)}"
+            continue
+        deleted = {entry["Id"] for entry in response.get("Successful", [])}
+        failed = {entry["Id"]: entry for entry in response.get("Failed", [])}
+        for i, (item, message) in enumerate(chunk):
+            if str(i) in deleted:
+                item.deleted = True
+                held.handles.pop(message["MessageId"], None)
+            else:
+                why = failed.get(str(i), {})
+                item.reason = f"not deleted from the queue: {why.get('Code', 'no answer')} {why.get('Message', '')}".strip()
 
 
 # --------------------------------------------------------------------------- text output

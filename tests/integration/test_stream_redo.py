@@ -4,25 +4,30 @@ and redone with the stream consumer's own processor; what cannot be redone is re
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from earnings_sync import aws as aws_clients, cli, consistency
 from earnings_sync.audit import find_superseded, scan_items
 from earnings_sync.stream_redo import (
     LOST_RANGE_ADVICE,
+    FailureRange,
     RedoError,
+    ShardReader,
     failure_queue_arn,
     format_report,
     parse_failure_record,
     redo_stream_failures,
 )
 from tests.helpers import Faults, dynamodb_error, http_response
-from tests.integration.redo_support import MOVED_FROM, MOVED_TO, REGRESSED, T1, T2, Scene, failure_alarm_fires
+from earnings_sync.table import record_to_item
+from tests.integration.redo_support import MOVED_FROM, MOVED_TO, REGRESSED, T1, T2, Scene, failure_alarm_fires, rec
 
 
 @pytest.fixture
@@ -314,3 +319,115 @@ def test_the_failure_queue_is_found_from_the_stream_mapping() -> None:
         )
         with pytest.raises(RedoError, match="2 on-failure queue"):
             failure_queue_arn(client, stream_arn)
+
+
+# --------------------------------------------------------------------------- reading and the queue
+
+
+def test_ranges_of_one_shard_are_read_in_one_pass_and_gaps_are_skipped_or_sought(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for number in range(12):
+        scene.sync(T1, rec(f"S{number:02d}", "2025-08-01"))
+    shard = scene.streams.describe_stream(StreamArn=scene.stream.stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    reader = ShardReader(scene.streams, scene.stream.stream_arn, shard)
+    first = int(reader.streams.get_records(
+        ShardIterator=reader.streams.get_shard_iterator(StreamArn=scene.stream.stream_arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    )["Records"][0]["dynamodb"]["SequenceNumber"])
+
+    def failure(start: int, end: int) -> FailureRange:
+        return FailureRange(scene.stream.stream_arn, shard, str(first + start), str(first + end), end - start + 1, "", None)
+
+    seeks = Faults(scene.streams, "dynamodbstreams", "GetShardIterator", [])
+    symbols = lambda records: [r["dynamodb"]["Keys"]["asset_symbol"]["S"] for r in records]  # noqa: E731
+    assert symbols(reader.read(failure(0, 1), limit=4)) == ["S00", "S01"]
+    assert symbols(reader.read(failure(2, 2), limit=4)) == ["S02"]  # contiguous: read on
+    assert symbols(reader.read(failure(5, 6), limit=4)) == ["S05", "S06"]  # a small gap: skipped
+    assert seeks.calls == 1
+    assert symbols(reader.read(failure(4, 4), limit=1)) == ["S04"]  # behind what was read: a seek
+    assert seeks.calls == 2
+    monkeypatch.setattr("earnings_sync.stream_redo.GAP_BUDGET", 2)
+    assert symbols(reader.read(failure(10, 11), limit=2)) == ["S10", "S11"]  # a wide gap: a seek
+    assert seeks.calls == 3
+
+
+def test_a_table_without_a_stream_is_bad_input(scene: Scene, capsys: pytest.CaptureFixture[str]) -> None:
+    scene.dynamodb.create_table(
+        TableName="no-stream",
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    code, _, err = run_cli(capsys, scene.queue_url, "--table", "no-stream")
+    assert code == 2 and "table no-stream has no stream" in err
+
+
+def test_messages_whose_visibility_ran_out_are_handled_once(given_up: Scene) -> None:
+    scene = given_up
+    visible, _ = scene.queue_depth()
+    report = redo(scene, dry_run=True, visibility_timeout=1, progress=lambda r: time.sleep(1.2))
+    assert report.count("would_redo") == visible == len({item.message_id for item in report.items}) == len(report.items)
+    assert scene.queue_depth() == (visible, 0)
+
+
+def test_a_range_redone_but_not_deleted_is_redone_again_harmlessly(given_up: Scene) -> None:
+    scene = given_up
+    visible, _ = scene.queue_depth()
+    Faults(scene.sqs, "sqs", "DeleteMessageBatch", [lambda request: http_response(403, {"__type": "AccessDenied", "message": "no"})])
+    report = redo(scene)
+    assert report.count("redone") == visible and report.ok and report.total("regressions_restored") == 1
+    assert not any(item.deleted for item in report.items)
+    assert all(item.reason.startswith("not deleted from the queue: ClientError") for item in report.items)
+    assert scene.queue_depth() == (visible, 0)
+    again = redo(scene)  # the restore's condition fails now: nothing is written twice
+    assert again.ok and again.count("redone") == visible
+    assert again.total("regressions_restored") == 0 and again.total("regression_conflicts") == 1
+    assert scene.queue_depth() == (0, 0) and scene.estimate_and_sync(REGRESSED) == (Decimal("2"), T2)
+
+
+def test_an_error_reading_the_stream_or_the_queue_stops_the_run(given_up: Scene) -> None:
+    scene = given_up
+    visible, _ = scene.queue_depth()
+    denied = dynamodb_error("AccessDeniedException", "not allowed")
+    Faults(scene.streams, "dynamodbstreams", "GetShardIterator", [denied])
+    report = redo(scene)
+    assert report.aborted.startswith("reading the stream: ClientError") and report.count("failed") == 1
+    assert scene.queue_depth() == (visible, 0)
+
+    Faults(scene.sqs, "sqs", "ReceiveMessage", [None, lambda request: http_response(403, {"__type": "AccessDenied", "message": "no"})])
+    report = redo(scene)
+    assert report.aborted.startswith("reading the queue") and report.count("redone") > 0 and not report.ok
+    Faults(scene.sqs, "sqs", "ReceiveMessage", [lambda request: http_response(403, {"__type": "AccessDenied", "message": "no"})])
+    with pytest.raises(ClientError):
+        redo(scene)  # nothing read at all: the caller's error (the command exits 2)
+
+
+def test_expired_iterators_are_renewed_a_few_times_then_the_run_stops(given_up: Scene) -> None:
+    scene = given_up
+    Faults(scene.streams, "dynamodbstreams", "GetRecords", [dynamodb_error("ExpiredIteratorException")] * 4)
+    report = redo(scene)
+    assert report.aborted and "ExpiredIteratorException" in report.aborted and scene.queue_depth()[0] > 0
+
+
+def test_invalid_items_are_counted_and_their_range_is_done(scene: Scene) -> None:
+    scene.regress()
+    scene.dynamodb.put_item(
+        TableName=scene.table_name,
+        Item={**record_to_item(rec("ZBAD", "2025-09-01"), "sync-2025-07-19", T2), "currency": {"S": "dollars"}},
+    )
+    scene.stream_consumer_gives_up()
+    report = redo(scene)
+    assert report.ok and report.total("validation_failed") == 1 and scene.queue_depth() == (0, 0)
+    text = format_report(report, max_lines=3)
+    assert "validation failed 1 (bad_currency)" in text or "more (--json lists all)" in text
+    assert f"… {len(report.items) - 3} more (--json lists all)" in text
+    (invalid,) = [i for item in report.as_dict()["items"] for i in item["invalid"]]
+    assert invalid == {"key": ["ZBAD", "2025-09-01"], "rules": ["bad_currency"]}
+    assert "validation failed 1 (bad_currency)" in format_report(report, max_lines=100)
+
+
+def test_a_queue_that_cannot_be_read_is_bad_input(scene: Scene, capsys: pytest.CaptureFixture[str]) -> None:
+    denied = lambda request: http_response(403, {"__type": "AccessDenied", "message": "not allowed"})  # noqa: E731
+    Faults(aws_clients.client("sqs"), "sqs", "ReceiveMessage", [denied])  # the command's own client
+    code, out, err = run_cli(capsys, scene.queue_url, "--table", scene.table_name)
+    assert code == 2 and out == "" and "AccessDenied" in err and err.count("\n") == 1
