@@ -19,6 +19,11 @@ DynamoDB Streams keeps records 24 hours. A range read after that is lost (`Trimm
 or the shard is gone): it is reported with `LOST_RANGE_ADVICE` and its message stays in the queue
 unless the operator asks to discard lost ranges after acting on the advice.
 
+The ranges of one receive (up to ten messages) are read shard by shard in stream order: when the
+consumer was down, the mapping gave up on every batch and the ranges tile the shard, so a reader goes
+on from one range to the next instead of seeking each (`ShardReader`); the redone messages are
+deleted together.
+
 Messages are received with a visibility timeout and held until the run ends: the ones not deleted
 (malformed, lost, failed, or all of them in a dry run) are made visible again at the end, so the
 alarm on the queue stays raised until the repair is done.

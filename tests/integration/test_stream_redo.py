@@ -431,3 +431,20 @@ def test_a_queue_that_cannot_be_read_is_bad_input(scene: Scene, capsys: pytest.C
     Faults(aws_clients.client("sqs"), "sqs", "ReceiveMessage", [denied])  # the command's own client
     code, out, err = run_cli(capsys, scene.queue_url, "--table", scene.table_name)
     assert code == 2 and out == "" and "AccessDenied" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("synced_at", "estimate"),
+    [
+        pytest.param("2025-07-20T06:00:00.000000Z", "1.00", id="next-sync-same-content-as-the-older"),
+        pytest.param("2025-07-20T06:00:00.000000Z", "3.00", id="next-sync-new-content"),
+        pytest.param(T2, "2.00", id="the-newer-snapshot-again-with-its-own-synced-at"),
+    ],
+)
+def test_a_lost_regression_is_rewritten_by_the_next_sync_that_lists_the_key(scene: Scene, synced_at: str, estimate: str) -> None:
+    """What LOST_RANGE_ADVICE promises, by the conflict rules: any sync newer than the regressed
+    lastSyncDate replaces or confirms the item, so it ends exactly as that sync has it."""
+    scene.regress()
+    assert scene.estimate_and_sync(REGRESSED) == (Decimal("1"), T1)
+    scene.sync(synced_at, rec(*REGRESSED, estimate=estimate))
+    assert scene.estimate_and_sync(REGRESSED) == (Decimal(estimate), synced_at)
