@@ -16,6 +16,7 @@ from earnings_sync.records import EarningsRecord
 from earnings_sync.stream_redo import TableStream, table_stream
 from earnings_sync.table import EarningsTable, record_to_item
 from earnings_sync.template import DLQ_ID, QUEUE_ID, STREAM_FAILURE_QUEUE_ID, load_template
+from tests.faults.injectors import StreamConsumerDown
 
 T1, T2 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
 REGRESSED = ("AAPL", "2025-07-31")
@@ -32,17 +33,6 @@ COMPARISONS = {
 
 def rec(symbol: str, date: str, estimate: str | None = "1.00", fiscal: str = "2025-06-30") -> EarningsRecord:
     return EarningsRecord(symbol, date, f"{symbol} Inc", fiscal, estimate, "USD")
-
-
-class StreamConsumerDown:
-    """The stream consumer fails every invocation (a bad deployment, a broken dependency)."""
-
-    def __init__(self) -> None:
-        self.invocations = 0
-
-    def __call__(self, event: dict, context: Any) -> dict:
-        self.invocations += 1
-        raise RuntimeError("stream consumer down")
 
 
 class Scene:
@@ -75,9 +65,12 @@ class Scene:
 
     def stream_consumer_gives_up(self) -> StreamDrainStats:
         """The template's stream mapping delivers to a consumer that is down until it gives up."""
-        mapping = self.resources.stream_mapping
-        source = DynamoDBStreamEventSource.from_mapping(mapping, self.streams, StreamConsumerDown(), self.sqs)
+        from consumers import stream_consumer
+
+        source = DynamoDBStreamEventSource.from_mapping(self.resources.stream_mapping, self.streams, stream_consumer.lambda_handler, self.sqs)
+        down = StreamConsumerDown(source)
         stats = source.drain()
+        assert down.invocations > 0
         assert stats.skipped_records == stats.records > 0 and stats.on_failure_messages > 0
         return stats
 

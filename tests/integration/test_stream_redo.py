@@ -25,8 +25,8 @@ from earnings_sync.stream_redo import (
     parse_failure_record,
     redo_stream_failures,
 )
-from tests.helpers import Faults, dynamodb_error, http_response
 from earnings_sync.table import record_to_item
+from tests.helpers import Faults, dynamodb_error, http_response
 from tests.integration.redo_support import MOVED_FROM, MOVED_TO, REGRESSED, T1, T2, Scene, failure_alarm_fires, rec
 
 
