@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from earnings_sync import cli_audit, cli_dlq, cli_errors, cli_ledger, cli_upcoming
+from earnings_sync import cli_audit, cli_dlq, cli_errors, cli_ledger, cli_stream, cli_upcoming
 from earnings_sync.cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, one_line
 
 
@@ -79,13 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     cli_upcoming.register(commands)
     cli_audit.register(commands)
     cli_ledger.register(commands)
+    cli_stream.register(commands)
     _add_debug(parser, False)
     return parser
 
 
 def command_name(args: argparse.Namespace) -> str:
     """`earnings-sync ledger`, `earnings-sync dlq peek`: the prefix of the command's messages."""
-    return " ".join(["earnings-sync", *(part for part in (args.command, getattr(args, "dlq_command", None)) if part)])
+    return " ".join(["earnings-sync", *(part for part in (args.command, getattr(args, "dlq_command", None), getattr(args, "stream_command", None)) if part)])
 
 
 def run_command(args: argparse.Namespace) -> int:

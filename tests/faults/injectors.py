@@ -327,3 +327,22 @@ class RaceBeforeWrite:
             for gate, on in zip(self.gates, saved, strict=True):
                 gate.on = on
             self.busy = False
+
+
+class StreamConsumerDown:
+    """The stream consumer fails every invocation until `recover()` (a bad deployment, a dependency
+    gone): the stream mapping retries, bisects and then gives up on each record, sending its range
+    to the on-failure queue, and its checkpoint moves past it for good."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source  # local_streams.DynamoDBStreamEventSource
+        self.handler = source.handler
+        self.invocations = 0
+        source.handler = self._down
+
+    def _down(self, event: dict, context: Any) -> Any:
+        self.invocations += 1
+        raise RuntimeError("stream consumer down")
+
+    def recover(self) -> None:
+        self.source.handler = self.handler

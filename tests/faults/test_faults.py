@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from earnings_sync import cli
 from earnings_sync.observability import M
 from tests.faults.conftest import (
     NEWER_AT,
@@ -32,6 +33,7 @@ from tests.faults.injectors import (
     PartialBatch,
     RaceBeforeWrite,
     SeededFaults,
+    StreamConsumerDown,
     TimingOut,
     access_denied,
     connection_lost,
@@ -42,6 +44,7 @@ from tests.faults.injectors import (
     written_keys,
 )
 from tests.helpers import Faults, dynamodb_error
+from tests.integration.redo_support import failure_alarm_fires
 
 World = Callable[..., Harness]
 Baselines = Callable[..., Baseline]
@@ -316,6 +319,67 @@ def test_race_of_two_syncs_and_a_dlq_replay_on_the_batch_path(world: World, base
         harness.drain()  # and the stream
         ledgers = harness.ledger(older["sync_id"]), harness.ledger(newer["sync_id"])
     assert harness.metric(M.REGRESSIONS_RESTORED) >= 2
+    for ledger, expected in zip(ledgers, fault_free.ledgers, strict=True):
+        assert_accounted(ledger)
+        assert_same_fates(ledger, expected)
+    assert_same_table(harness, fault_free)
+
+
+# --------------------------------------------------------------------------- the stream consumer gives up
+
+
+def regressions(harness: Harness, fault_free: Baseline) -> set[tuple[str, str]]:
+    """Keys holding the older sync where the fault-free run holds the newer one."""
+    return {
+        key for key, values in harness.table().items()
+        if values[-1] == OLDER_AT and key in fault_free.table and fault_free.table[key][-1] == NEWER_AT
+    }
+
+
+def test_a_regression_the_stream_consumer_gave_up_on_is_found_and_repaired(
+    world: World, baseline: Baselines, snapshots: Snapshots, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The race of test_race_of_two_syncs_and_a_dlq_replay_on_the_batch_path regresses items while
+    the stream consumer is down past its retry window: the mapping gives up on every record (3
+    retries after bisecting down to single records) and sends each range to StreamFailureQueue.
+    The consumer comes back and the rest of the newer sync is checked as usual, but the mapping never
+    returns to what it skipped: the regression stays. The alarm is raised; `earnings-sync stream
+    redo` (docs/operations.md) restores the fault-free table and empties the queue."""
+    fault_free = baseline((snapshots.older, OLDER_AT), (snapshots.newer, NEWER_AT))
+    live = snapshots.keys_of(snapshots.stable[:3])
+    harness = world()
+    staging_url = harness.sqs.create_queue(QueueName="newer-sync-staging")["QueueUrl"]
+    staging_arn = harness.sqs.get_queue_attributes(QueueUrl=staging_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    failure_queue = harness.resources.stream_failure_queue_url
+    with harness.running():
+        assert harness.pipeline.streams is not None and harness.pipeline.streams.on_failure_url == failure_queue
+        down = StreamConsumerDown(harness.pipeline.streams)
+        second = ConcurrentConsumer(harness.sqs, staging_url, staging_arn, harness.resources)
+        race = RaceBeforeWrite(harness.handler_client("dynamodb"), second, older=OLDER_AT, targets=live, gates=[])
+        older, _ = harness.sync(snapshots.older, OLDER_AT)
+        newer, _ = harness.sync(snapshots.newer, NEWER_AT, queue_url=staging_url)
+        harness.drain()  # the older sync, raced by part of the newer one; every stream record given up on
+        skipped = harness.drains[-1].stream_skipped_records
+        assert race.races >= 1 and down.invocations > 0 and skipped == harness.drains[-1].stream_records > 0
+        down.recover()
+        second.source.drain()  # the rest of the newer sync
+        harness.drain()
+        assert harness.drains[-1].stream_records > 0 and harness.drains[-1].stream_skipped_records == 0
+        # (a) the table holds the regression: the older sync's content where the newer sync wrote
+        regressed = regressions(harness, fault_free)
+        assert regressed & live
+        # (b) the alarm on the failure queue, as template.yaml declares it, holds
+        assert failure_alarm_fires(harness.sqs, harness.resources)
+        # (c) the documented repair
+        code = cli.main(["stream", "redo", failure_queue, "--table", harness.resources.table_name, "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["ok"], report
+        assert report["redone"] == report["deleted"] == report["messages"] and report["records"] == skipped
+        assert report["regressions_restored"] == report["regressions"] == len(regressed)
+        harness.drain()  # the stream consumer checks the repair's own writes
+        ledgers = harness.ledger(older["sync_id"]), harness.ledger(newer["sync_id"])
+    assert not failure_alarm_fires(harness.sqs, harness.resources)
+    assert sum(d.stream_skipped_records for d in harness.drains) == skipped  # nothing given up on since
     for ledger, expected in zip(ledgers, fault_free.ledgers, strict=True):
         assert_accounted(ledger)
         assert_same_fates(ledger, expected)
