@@ -23,8 +23,9 @@ from collections.abc import Callable
 
 SYNCED_AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 SYNCED_AT_EXAMPLE = "2025-07-19T06:00:00.000000Z"
-SYNCED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
-SYNC_ID_RE = re.compile(r"(\d{8}T\d{12}Z)-[0-9a-f]{8}")
+# ASCII digits only (`\d` would take any script's): the form must compare as text.
+SYNCED_AT_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+SYNC_ID_RE = re.compile(r"([0-9]{8}T[0-9]{12}Z)-[0-9a-f]{8}")
 SYNC_ID_EXAMPLE = "20250719T060000000000Z-1a2b3c4d"
 SYNC_ID_LENGTH = 31
 # Producer and consumer clocks are NTP-synchronised (Lambda); 5 minutes covers any honest drift.
