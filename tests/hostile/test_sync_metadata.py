@@ -152,10 +152,11 @@ def test_a_replayed_old_sync_message_is_still_accepted(pipeline: Pipeline) -> No
     assert (item["lastSyncDate"], item["sync_id"]) == (BACKFILL, sync_id_for(BACKFILL))
 
 
-def test_a_replayed_invalid_message_is_checked_again(pipeline: Pipeline) -> None:
+def test_a_replayed_invalid_message_is_checked_again(pipeline: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
     body = pipeline.send(synced_at=FUTURE, sync_id=sync_id_for(FUTURE))
     pipeline.source.drain()
-    assert replay_dlq(pipeline.sqs, pipeline.resources.dlq_url, to=pipeline.resources.queue_url, wait_seconds=0).replayed == 1
+    assert cli.main(["dlq", "replay", pipeline.resources.dlq_url, "--kind", "invalid_metadata", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["replayed"] == 1
     stats = pipeline.source.drain()
     assert stats.metrics[M.INVALID_MESSAGES] == 1 and pipeline.items() == []
     [letter] = pipeline.dlq_messages()
