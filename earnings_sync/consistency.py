@@ -7,6 +7,9 @@ producer would have rejected. Only when that single check fails is each field pr
 report lists every broken attribute, not just the first one.
 
 Rule names are stable strings: they become metric names (`ValidationFailed_<rule>`) and audit keys.
+`ITEM_RULES` judge one image; the table-level rules of `ALL_RULES` are the audit's (audit.py).
+`bad_sync_date` needs the strict form of a real time (sync_identity.is_synced_at); whether that time
+lies in the future, or belongs to a registered sync, takes a clock and the registry: the audit asks.
 
 Bookkeeping (`lastSyncDate`, `sync_id`) is checked here too; its *ordering* between two images
 (`is_regression`) and the "nothing but bookkeeping changed" test (`is_bookkeeping_only`) are cheap

@@ -26,6 +26,9 @@ by the queue's own redrive policy (a crash on its last receive), which records n
 
 A sync is *complete* when the last two are zero and nothing is in the DLQ; *accounted* (status
 `in_dlq`) when only the DLQ still holds some of its records.
+
+The same table holds the **sync registry** (partition `#registry`, never expiring): a counter the
+stream consumer reads, and one item per sync id that `earnings-sync audit` checks items against.
 """
 
 from __future__ import annotations
