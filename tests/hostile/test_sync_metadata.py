@@ -135,7 +135,9 @@ def test_the_producer_refuses_a_bad_synced_at_from_its_event(pipeline: Pipeline,
     report, _, error = pipeline.produce(path, synced_at=synced_at)
     assert report is None and isinstance(error, InvalidSyncMetadata)
     assert str(error).startswith("synced_at ") and "\n" not in str(error)
-    depth = pipeline.sqs.get_queue_attributes(QueueUrl=pipeline.resources.queue_url, AttributeNames=["ApproximateNumberOfMessages"])
+    depth = pipeline.sqs.get_queue_attributes(
+        QueueUrl=pipeline.resources.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
     assert depth["Attributes"]["ApproximateNumberOfMessages"] == "0"
     assert pipeline.ledger_items() == []  # no manifest, not even registered
 
@@ -168,7 +170,9 @@ def test_retry_exhausted_is_not_counted_when_the_dlq_send_fails(pipeline: Pipeli
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     monkeypatch.setenv("DLQ_URL", pipeline.resources.dlq_url + "-missing")
     pipeline.send()
-    messages = pipeline.sqs.receive_message(QueueUrl=pipeline.resources.queue_url, AttributeNames=["All"], MessageAttributeNames=["All"])["Messages"]
+    messages = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.resources.queue_url, AttributeNames=["All"], MessageAttributeNames=["All"]
+    )["Messages"]
     event = pipeline.source.build_event(messages)
     event["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(pipeline.resources.max_receive_count)  # the last receive
     Faults(aws_clients.client("dynamodb", max_attempts=1), "dynamodb", "BatchGetItem", [dynamodb_error("ThrottlingException")])

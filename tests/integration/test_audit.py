@@ -188,7 +188,9 @@ def test_without_registered_ids_or_a_readable_ledger_the_rule_is_skipped_and_sai
     assert "no ledger table" in audit_table(aws["dynamodb"], table, now=at(T3)).registry
 
 
-def test_cli_reads_the_registry_of_the_ledger_it_is_given(aws: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_reads_the_registry_of_the_ledger_it_is_given(
+    aws: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("LEDGER_TABLE", raising=False)
     ledger(aws).register_sync(sync_id_for(T1), T1)
     forge(aws, rec("FORGED", "2025-08-02"), dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), sync_id_for(T3, 7))

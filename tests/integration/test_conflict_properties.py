@@ -53,7 +53,8 @@ def records_of(rows: dict[tuple[str, str], Any]) -> list[EarningsRecord]:
         if chosen is None:
             continue
         date, estimate, name = chosen
-        records.append(EarningsRecord(symbol, PERIODS[period][date], f"{symbol} Corp{' Inc' if name else ''}", period, estimate, "USD"))
+        company = f"{symbol} Corp{' Inc' if name else ''}"
+        records.append(EarningsRecord(symbol, PERIODS[period][date], company, period, estimate, "USD"))
     return records
 
 
@@ -93,7 +94,11 @@ def scenario(draw: Any) -> tuple[list[list[EarningsRecord]], list[Delivery]]:
     if messages:
         extras = draw(
             st.lists(
-                st.tuples(st.integers(0, len(messages) - 1), st.integers(0, len(deliveries)), st.integers(0, 2**RECORDS_PER_MESSAGE - 1)),
+                st.tuples(
+                    st.integers(0, len(messages) - 1),
+                    st.integers(0, len(deliveries)),
+                    st.integers(0, 2**RECORDS_PER_MESSAGE - 1),
+                ),
                 max_size=4,
             )
         )
@@ -124,7 +129,9 @@ class Pipeline:
         self.streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=env["endpoint"])
         arn = description["LatestStreamArn"]
         (shard,) = self.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
-        self.iterator = self.streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        self.iterator = self.streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
         self.table = EarningsTable(self.client, self.name, write_mode=write_mode)
         self.consumer = MessageConsumer(self.table, env["sqs"], env["resources"].dlq_url, max_receive_count=5)
         self.tally = ConsumerTally()
@@ -213,7 +220,8 @@ def test_any_interleaving_ends_as_in_order_delivery(
         assert set(expected) == in_order_keys(syncs)
         newest = {r.key: n for n, records in enumerate(syncs) for r in records}
         for key, item in expected.items():
-            assert (item["lastSyncDate"], item["sync_id"]) == (SYNCED_AT[newest[key]], sync_id_for(SYNCED_AT[newest[key]], newest[key]))
+            number = newest[key]
+            assert (item["lastSyncDate"], item["sync_id"]) == (SYNCED_AT[number], sync_id_for(SYNCED_AT[number], number))
     finally:
         in_order.drop()
         interleaved.drop()

@@ -36,7 +36,8 @@ def test_the_producer_registers_each_sync_id_before_sending(handler_env: dict[st
     ledger = SyncLedger(handler_env["dynamodb"], handler_env["resources"].tables["SyncLedgerTable"])
     reports = []
     for synced_at in (T1, T2):
-        report, _, error = invoke(app.lambda_handler, {"path": str(path), "synced_at": synced_at}, LambdaContext("ProducerFunction", 300))
+        event = {"path": str(path), "synced_at": synced_at}
+        report, _, error = invoke(app.lambda_handler, event, LambdaContext("ProducerFunction", 300))
         assert error is None
         reports.append(report)
     registry = ledger.registered_syncs()

@@ -84,7 +84,8 @@ def test_sync_ids_name_their_time() -> None:
     assert check_sync_id("20250719T060000000000Z-1a2b3c4d", SYNCED_AT) == "20250719T060000000000Z-1a2b3c4d"
     with pytest.raises(InvalidSyncMetadata, match="does not match synced_at"):
         check_sync_id("20250719T060000000001Z-1a2b3c4d", SYNCED_AT)
-    for bad in ("", "sync-new", "20250719T060000000000Z-1A2B3C4D", "20250719T060000000000Z-1a2b3c4", " 20250719T060000000000Z-1a2b3c4d", None):
+    malformed = ("", "sync-new", "20250719T060000000000Z-1A2B3C4D", "20250719T060000000000Z-1a2b3c4", " 20250719T060000000000Z-1a2b3c4d")
+    for bad in (*malformed, None):
         assert bad is None or synced_at_of(bad) is None
         with pytest.raises(InvalidSyncMetadata, match="is not a sync id like"):
             check_sync_id(bad, SYNCED_AT)
