@@ -85,6 +85,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "unchanged": tally.unchanged,
             "stale_skipped": tally.stale,
             "poison_records": tally.poison_records,
+            "invalid_messages": tally.invalid_messages,
             "dlq_sends": tally.dlq_sends,
             "retries": tally.retries,
             "retry_exhausted": tally.retry_exhausted,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from earnings_sync.cli_errors import UsageError
-
+from earnings_sync.dlq import FAILURE_KINDS
 
 FORCE_HINT = "pass --force to read it anyway (receiving counts toward its messages' maxReceiveCount)"
 
@@ -246,7 +246,7 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--symbol", help="only messages with a record for this symbol")
     replay.add_argument("--sync-id", metavar="ID", help="only messages of this sync")
     replay.add_argument("--reason", metavar="TEXT", help="only messages whose failure reason contains TEXT")
-    replay.add_argument("--kind", choices=["poison", "retries_exhausted", "undecodable", "unknown"], help="only this failure kind")
+    replay.add_argument("--kind", choices=[*FAILURE_KINDS, "unknown"], help="only this failure kind")
     replay.add_argument("--older-than", metavar="DURATION", help="only messages that failed at least this long ago (90s, 15m, 2h, 3d)")
     replay.add_argument("--newer-than", metavar="DURATION", help="only messages that failed at most this long ago")
     replay.add_argument("--limit", type=int, metavar="N", help="replay at most N messages")

@@ -7,6 +7,9 @@ producer would have rejected. Only when that single check fails is each field pr
 report lists every broken attribute, not just the first one.
 
 Rule names are stable strings: they become metric names (`ValidationFailed_<rule>`) and audit keys.
+`ITEM_RULES` judge one image; the table-level rules of `ALL_RULES` are the audit's (audit.py).
+`bad_sync_date` needs the strict form of a real time (sync_identity.is_synced_at); whether that time
+lies in the future, or belongs to a registered sync, takes a clock and the registry: the audit asks.
 
 Bookkeeping (`lastSyncDate`, `sync_id`) is checked here too; its *ordering* between two images
 (`is_regression`) and the "nothing but bookkeeping changed" test (`is_bookkeeping_only`) are cheap
@@ -15,7 +18,6 @@ comparisons of two raw images, done before any validation work.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +26,8 @@ from typing import Any, Final
 
 import msgspec
 
-from earnings_sync.producer import SYNCED_AT_RE
 from earnings_sync.records import EarningsRecord, record_problem
+from earnings_sync.sync_identity import is_synced_at
 
 MISSING_ATTRIBUTE: Final = "missing_attribute"
 BAD_TYPE: Final = "bad_type"
@@ -41,6 +43,9 @@ KEY_MISMATCH: Final = "key_mismatch"
 # Table-level rules (the audit): more than one date for one (symbol, fiscal period).
 SUPERSEDED: Final = "superseded"  # older than another date of the same period: safe to delete
 AMBIGUOUS_PERIOD: Final = "ambiguous_fiscal_period"  # two dates written by the same newest sync
+# Sync metadata the pipeline never writes (the audit, against the clock and the sync registry).
+FUTURE_SYNC_DATE: Final = "future_sync_date"  # lastSyncDate later than now + the clock skew: blocks every sync
+UNREGISTERED_SYNC: Final = "unregistered_sync"  # sync_id/lastSyncDate of no registered sync
 
 ITEM_RULES: Final = (
     MISSING_ATTRIBUTE,
@@ -55,7 +60,7 @@ ITEM_RULES: Final = (
     BAD_SYNC_ID,
     KEY_MISMATCH,
 )
-ALL_RULES: Final = (*ITEM_RULES, SUPERSEDED, AMBIGUOUS_PERIOD)
+ALL_RULES: Final = (*ITEM_RULES, SUPERSEDED, AMBIGUOUS_PERIOD, FUTURE_SYNC_DATE, UNREGISTERED_SYNC)
 
 BOOKKEEPING: Final = frozenset({"lastSyncDate", "sync_id"})
 # attribute -> accepted DynamoDB types; time_of_the_day is the only optional one.
@@ -159,16 +164,6 @@ def _record(values: Typed) -> EarningsRecord:
     )
 
 
-def _sync_date_ok(text: str) -> bool:
-    if SYNCED_AT_RE.fullmatch(text) is None:
-        return False
-    try:
-        dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except ValueError:
-        return False
-    return True
-
-
 def validate_item(image: Mapping[str, Any], keys: Mapping[str, Any] | None = None) -> list[Violation]:
     """Every rule `image` breaks (empty list: consistent). `keys`, when given (a stream record's
     `Keys`), must name the same item as the image's own key attributes."""
@@ -197,7 +192,7 @@ def validate_item(image: Mapping[str, Any], keys: Mapping[str, Any] | None = Non
             if rejection is not None:
                 violations.append(Violation(rule, name, rejection.reason))
 
-    if "lastSyncDate" not in broken and not _sync_date_ok(values["lastSyncDate"][1]):
+    if "lastSyncDate" not in broken and not is_synced_at(values["lastSyncDate"][1]):
         violations.append(Violation(BAD_SYNC_DATE, "lastSyncDate", "expected 2025-07-19T06:00:00.000000Z"))
     if "sync_id" not in broken and SYNC_ID_RE.fullmatch(values["sync_id"][1]) is None:
         violations.append(Violation(BAD_SYNC_ID, "sync_id", "empty or not a sync id"))

@@ -5,10 +5,16 @@ How a message can end (README, "Poison records and the DLQ"):
 - some records invalid or refused by DynamoDB for good → those records go to the DLQ in one
   message with a reason per record, the rest are written, and the source message succeeds;
 - the body is not a sync message at all → it goes to the DLQ verbatim with the decode error;
+- its sync metadata cannot be trusted (an unknown schema version `v`, a `synced_at` that is not a
+  real UTC time or lies in the future, a `sync_id` of another form or for another time) → it goes
+  to the DLQ verbatim with the reason, and nothing is written: no item, no ledger outcome;
 - throttling outlives the retries → the message is reported as a batch item failure and SQS
   delivers it again; on its last allowed receive (maxReceiveCount) the consumer moves it to the DLQ
   itself, so the reason is recorded (SQS's own redrive would keep no reason);
 - a DLQ send that fails → the message is reported as failed, so nothing is ever dropped.
+
+What went to the DLQ (`undecodable_messages`, `invalid_messages`, `retry_exhausted`,
+`poison_records`) is counted once the DLQ send succeeded, so a failed send never counts.
 
 When the message is done, its outcome — one letter per record — goes to the completeness ledger
 (`earnings_sync.ledger`) before any DLQ send: the first completion of a message is the one counted,
@@ -25,8 +31,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from earnings_sync import dlq
 from earnings_sync.ledger import EXHAUSTED, OUTCOME_CODES, POISON, MessageOutcome, SyncLedger, replay_token
-from earnings_sync.messages import RawSyncMessage, decode_envelope, decode_record
+from earnings_sync.messages import RawSyncMessage, decode_envelope, decode_record, metadata_problem
 from earnings_sync.records import EarningsRecord
+from earnings_sync.sync_identity import Clock, utc_now
 from earnings_sync.table import EarningsTable, RetryableWriteError, UpsertResult
 
 
@@ -50,6 +57,7 @@ class ConsumerTally:
     stale: int = 0
     poison_records: int = 0
     undecodable_messages: int = 0
+    invalid_messages: int = 0  # sync metadata refused (version, synced_at, sync_id)
     retries: int = 0
     retry_exhausted: int = 0
     lost_races: int = 0
@@ -83,21 +91,34 @@ class MessageConsumer:
     """Everything the consumer handler does for one message, with its adapters passed in."""
 
     def __init__(
-        self, table: EarningsTable, sqs: Any, dlq_url: str, max_receive_count: int, ledger: SyncLedger | None = None
+        self,
+        table: EarningsTable,
+        sqs: Any,
+        dlq_url: str,
+        max_receive_count: int,
+        ledger: SyncLedger | None = None,
+        *,
+        now: Clock = utc_now,
     ) -> None:
         self.table = table
         self.sqs = sqs
         self.dlq_url = dlq_url
         self.max_receive_count = max_receive_count
         self.ledger = ledger
+        self.now = now  # bounds a message's synced_at (sync_identity.MAX_CLOCK_SKEW)
 
     def process(self, body: str, context: MessageContext, tally: ConsumerTally) -> None:
         tally.messages += 1
         try:
             envelope = decode_envelope(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            tally.undecodable_messages += 1
             self._dead_letter(body, "undecodable", f"not a sync message: {exc}", "", context, tally)
+            tally.undecodable_messages += 1
+            return
+        problem = metadata_problem(envelope, self.now)
+        if problem is not None:
+            self._dead_letter(body, "invalid_metadata", f"invalid sync metadata: {problem}", "", context, tally)
+            tally.invalid_messages += 1
             return
 
         records: list[EarningsRecord] = []
@@ -119,9 +140,9 @@ class MessageConsumer:
             if context.receive_count < self.max_receive_count:
                 tally.messages_failed += 1
                 raise MessageFailed(f"{exc} (receive {context.receive_count} of {self.max_receive_count})") from exc
-            tally.retry_exhausted += 1
             self._record(envelope, EXHAUSTED * len(envelope.records), context, tally)
             self._dead_letter(body, "retries_exhausted", str(exc), envelope.sync_id, context, tally)
+            tally.retry_exhausted += 1
             return
         tally.add_result(result)
         failures.extend(dlq.RecordFailure(positions[i], reason) for i, reason in result.poison)
@@ -133,7 +154,6 @@ class MessageConsumer:
         self._record(envelope, "".join(codes), context, tally)
         if failures:
             failures.sort(key=lambda f: f.index)
-            tally.poison_records += len(failures)
             origin = envelope.record_positions()
             letter = dlq.DeadLetter(
                 sync_id=envelope.sync_id,
@@ -145,6 +165,7 @@ class MessageConsumer:
             )
             summary = failures[0].reason if len(failures) == 1 else f"{len(failures)} records: {failures[0].reason}"
             self._dead_letter(msgspec.json.encode(letter).decode(), "poison", summary, envelope.sync_id, context, tally)
+            tally.poison_records += len(failures)
 
     def _record(self, envelope: RawSyncMessage, codes: str, context: MessageContext, tally: ConsumerTally) -> None:
         """The message's outcome into the ledger; a message without `seq` predates the ledger."""

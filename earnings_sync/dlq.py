@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
-FailureKind = Literal["poison", "retries_exhausted", "undecodable"]
+FailureKind = Literal["poison", "retries_exhausted", "undecodable", "invalid_metadata"]
+FAILURE_KINDS: tuple[FailureKind, ...] = ("poison", "retries_exhausted", "undecodable", "invalid_metadata")
 
 # Message attributes every DLQ message written by the pipeline carries.
 ATTR_KIND = "failure_kind"

@@ -26,6 +26,9 @@ by the queue's own redrive policy (a crash on its last receive), which records n
 
 A sync is *complete* when the last two are zero and nothing is in the DLQ; *accounted* (status
 `in_dlq`) when only the DLQ still holds some of its records.
+
+The same table holds the **sync registry** (partition `#registry`, never expiring): a counter the
+stream consumer reads, and one item per sync id that `earnings-sync audit` checks items against.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ from typing import Any
 Item = dict[str, dict[str, Any]]
 
 MANIFEST = "manifest"
-REGISTRY_KEY = {"sync_id": {"S": "#registry"}, "entry": {"S": "syncs"}}  # not a sync: no manifest, no expiry
+REGISTRY = "#registry"  # the sync registry's partition: not a sync, no manifest, no expiry
+REGISTRY_KEY = {"sync_id": {"S": REGISTRY}, "entry": {"S": "syncs"}}  # how many syncs, and the first one
+REGISTERED = "sync#"  # + sync_id: one item per registered sync, in the registry's partition
 CHUNK_SEQS = 10_000  # message counts per manifest chunk: ~60 kB, far below the 400 kB item limit
 MAX_LISTED = 20  # messages listed per problem in a report; the counts are always whole
 MAX_NOTED = 50  # rejections / duplicate keys kept in the manifest; the counts are always whole
@@ -52,6 +57,18 @@ POISON, EXHAUSTED, REDRIVEN = "p", "x", "q"
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class RegisteredSyncs:
+    """The syncs the registry knows by id, and since when it records ids at all.
+
+    `since` is when the first of them was registered (wall clock, `synced_at` form): syncs that ran
+    before it were counted without their id, so their items cannot be judged against `ids`.
+    """
+
+    ids: frozenset[str] = frozenset()
+    since: str | None = None
 
 
 def _s(value: str) -> dict[str, str]:
@@ -176,12 +193,22 @@ class SyncLedger:
         return _n(int(self.clock()) + self.retention_days * 86_400)
 
     # -- the sync registry -----------------------------------------------------------------------
-    def register_sync(self, synced_at: str) -> None:
-        """Count a sync before it sends anything (never expires: it describes the table's history).
+    def register_sync(self, sync_id: str, synced_at: str) -> None:
+        """Record a sync before it sends anything (never expires: it describes the table's history).
 
-        The stream consumer reads it: while only one sync has ever been registered, nothing in the
-        table can be superseded (that needs an older sync) and no Query is needed to find out.
+        One item per sync (`sync#<sync_id>`, an idempotent update) lets `earnings-sync audit` tell
+        the table's real syncs from forged ones. The counter item is what the stream consumer reads:
+        while only one sync has ever been registered, nothing in the table can be superseded (that
+        needs an older sync) and no Query is needed to find out. Ids live in items of their own so
+        that this per-invocation read stays one small item however many syncs the table has seen.
         """
+        registered_at = dt.datetime.fromtimestamp(self.clock(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"sync_id": _s(REGISTRY), "entry": _s(f"{REGISTERED}{sync_id}")},
+            UpdateExpression="SET synced_at = :s, registered_at = if_not_exists(registered_at, :t)",
+            ExpressionAttributeValues={":s": _s(synced_at), ":t": _s(registered_at)},
+        )
         self.client.update_item(
             TableName=self.table_name,
             Key=REGISTRY_KEY,
@@ -195,6 +222,33 @@ class SyncLedger:
         if int(item.get("sync_count", {}).get("N", "0")) != 1:
             return None
         return item.get("first_synced_at", {}).get("S")
+
+    def registered_syncs(self) -> RegisteredSyncs:
+        """Every sync registered with its id (a Query on the registry's partition: for operators)."""
+        ids: set[str] = set()
+        first: str | None = None
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "sync_id = :r AND begins_with(#e, :p)",
+            "ProjectionExpression": "#e, registered_at",
+            "ExpressionAttributeNames": {"#e": "entry"},
+            "ExpressionAttributeValues": {":r": _s(REGISTRY), ":p": _s(REGISTERED)},
+            "ConsistentRead": True,
+        }
+        while True:
+            response = self.client.query(**kwargs)
+            for item in response.get("Items", []):
+                ids.add(item["entry"]["S"][len(REGISTERED) :])
+                registered_at = item.get("registered_at", {}).get("S")
+                if registered_at and (first is None or registered_at < first):
+                    first = registered_at
+            if "LastEvaluatedKey" not in response:
+                return RegisteredSyncs(frozenset(ids), first)
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def registered_sync_ids(self) -> frozenset[str]:
+        """The ids of every sync registered with its id."""
+        return self.registered_syncs().ids
 
     # -- writes --------------------------------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> int:

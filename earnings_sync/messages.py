@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 import msgspec
 
 from earnings_sync.records import EarningsRecord, record_problem
+from earnings_sync.sync_identity import Clock, InvalidSyncMetadata, check_identity, utc_now
 
 MAX_RECORDS_PER_MESSAGE = 25  # one BatchWriteItem's worth
 MAX_ENTRIES_PER_BATCH = 10  # SendMessageBatch limit
@@ -65,6 +66,22 @@ def encode_message(message: SyncMessage) -> str:
 def decode_envelope(body: str | bytes) -> RawSyncMessage:
     """Raises msgspec.DecodeError/ValidationError when the body is not a sync message at all."""
     return _envelope_decoder.decode(body)
+
+
+def metadata_problem(envelope: RawSyncMessage, now: Clock = utc_now) -> str | None:
+    """Why this message's schema version or sync identity cannot be trusted (None: it can).
+
+    `synced_at` decides which sync wins a key and `sync_id` names the sync in the ledger, so both
+    are checked before anything is written (sync_identity: strict form, not in the future, an id
+    that names the same time); a version this code does not know may mean anything.
+    """
+    if envelope.v != SCHEMA_VERSION:
+        return f"unknown schema version {envelope.v} (this consumer reads v{SCHEMA_VERSION})"
+    try:
+        check_identity(envelope.sync_id, envelope.synced_at, now)
+    except InvalidSyncMetadata as exc:
+        return str(exc)
+    return None
 
 
 def decode_record(raw: msgspec.Raw) -> EarningsRecord:

@@ -53,6 +53,7 @@ class M(StrEnum):
     LOST_RACES = "ConditionalWriteConflicts"
     POISON_RECORDS = "PoisonRecords"
     UNDECODABLE_MESSAGES = "UndecodableMessages"
+    INVALID_MESSAGES = "InvalidMessages"
     DLQ_SENDS = "DlqSends"
     LEDGER_OUTCOMES = "LedgerOutcomesRecorded"
     LEDGER_REPEATS = "LedgerOutcomesRepeated"
@@ -145,9 +146,16 @@ _SPECS = (
     MetricSpec(M.WRITE_FAILURES, _COUNT, (_C,), "failed messages + poison records"),
     MetricSpec(M.WRITE_RETRIES, _COUNT, (_C,), "SDK retries + UnprocessedKeys/UnprocessedItems retries"),
     MetricSpec(M.THROTTLES, _COUNT, (_C,), "throttled DynamoDB/SQS responses, retried ones included"),
-    MetricSpec(M.RETRY_EXHAUSTED, _COUNT, (_C,), "messages moved to the DLQ on their last receive, retries used up"),
+    MetricSpec(
+        M.RETRY_EXHAUSTED, _COUNT, (_C,),
+        "messages moved to the DLQ on their last receive, retries used up (counted once the DLQ send succeeded)",
+    ),
     MetricSpec(M.POISON_RECORDS, _COUNT, (_C,), "records sent to the DLQ because they can never be written"),
     MetricSpec(M.UNDECODABLE_MESSAGES, _COUNT, (_C,), "message bodies that are not sync messages (sent to the DLQ verbatim)"),
+    MetricSpec(
+        M.INVALID_MESSAGES, _COUNT, (_C,),
+        "sync messages whose version, synced_at or sync_id is refused (sent to the DLQ whole, nothing written)",
+    ),
     MetricSpec(M.DLQ_SENDS, _COUNT, (_C,), "DLQ messages sent by the consumer"),
     MetricSpec(M.LEDGER_OUTCOMES, _COUNT, (_C,), "message outcomes recorded in the completeness ledger (first completions)"),
     MetricSpec(M.LEDGER_REPEATS, _COUNT, (_C,), "completed messages whose outcome was already in the ledger (redeliveries)"),
@@ -237,6 +245,7 @@ def emit_consumer_metrics(metrics: Any, tally: Any, duration_ms: float, throttle
     add_metric(metrics, M.LOST_RACES, tally.lost_races)
     add_metric(metrics, M.POISON_RECORDS, tally.poison_records)
     add_metric(metrics, M.UNDECODABLE_MESSAGES, tally.undecodable_messages)
+    add_metric(metrics, M.INVALID_MESSAGES, tally.invalid_messages)
     add_metric(metrics, M.DLQ_SENDS, tally.dlq_sends)
     add_metric(metrics, M.LEDGER_OUTCOMES, tally.ledger_recorded)
     add_metric(metrics, M.LEDGER_REPEATS, tally.ledger_repeats)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import io
-import re
-import secrets as _secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,25 +13,10 @@ from typing import IO, Any
 from earnings_sync.ledger import MAX_NOTED, Manifest, SyncLedger
 from earnings_sync.messages import batch_entries, build_messages, decode_envelope
 from earnings_sync.records import EarningsRecord, ParseStats, Rejection, iter_symbol_groups, parse_csv, symbols_contiguous
+from earnings_sync.sync_identity import check_synced_at, new_sync_identity
 from earnings_sync.table import backoff_delays
 
-SYNCED_AT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 MAX_REPORTED_REJECTIONS = 200
-
-
-def format_synced_at(moment: dt.datetime) -> str:
-    """Fixed-width UTC text, so `lastSyncDate` comparisons in DynamoDB conditions are text compares."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def new_sync_identity(synced_at: str | None = None) -> tuple[str, str]:
-    """(sync_id, synced_at): the id sorts like the time and stays unique within one microsecond."""
-    if synced_at is None:
-        synced_at = format_synced_at(dt.datetime.now(dt.UTC))
-    elif SYNCED_AT_RE.fullmatch(synced_at) is None:
-        raise ValueError(f"synced_at must look like 2025-07-19T06:00:00.000000Z, got {synced_at!r}")
-    compact = synced_at.replace("-", "").replace(":", "").replace(".", "")
-    return f"{compact}-{_secrets.token_hex(4)}", synced_at
 
 
 @dataclass
@@ -191,7 +173,7 @@ class SyncProducer:
                 contiguous, lines = False, source
             if self.ledger is not None:
                 # before the first send (a failure here aborts a sync that has sent nothing)
-                self.ledger.register_sync(synced_at)
+                self.ledger.register_sync(sync_id, synced_at)
             groups = iter_symbol_groups(parse_csv(lines, secrets), stats, reject, duplicate, contiguous=contiguous)
             bodies = numbered(build_messages(groups, sync_id, synced_at, self.max_records, self.max_payload_bytes))
             for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):
@@ -297,7 +279,9 @@ def sync_from_event(
 
     Event shapes: `{"path": "/x.csv"}`, `{"s3": {"bucket": b, "key": k}}`, an S3 notification
     (`Records[0].s3`), or anything else (e.g. the schedule's `{"source": "alphavantage"}`) →
-    fetch from AlphaVantage. `synced_at` may be given to backfill an old snapshot as an old sync.
+    fetch from AlphaVantage. `synced_at` may be given to backfill an old snapshot as an old sync;
+    it is checked first (sync_identity.check_synced_at: strict, not in the future), and a bad one
+    raises InvalidSyncMetadata before any source is read.
     """
     from earnings_sync import sources  # local import: the HTTP code is only needed on this path
 
@@ -312,6 +296,8 @@ def sync_from_event(
         ledger=ledger,
     )
     synced_at = event.get("synced_at")
+    if synced_at is not None:
+        check_synced_at(synced_at)  # before anything is read: a bad time fails the invocation, nothing is sent
     s3_ref = event.get("s3")
     if not s3_ref and event.get("Records"):
         notification = event["Records"][0].get("s3", {})

@@ -467,7 +467,7 @@ class ReplayFilter:
     symbol: str | None = None  # any record of the message has this symbol
     sync_id: str | None = None
     reason: str | None = None  # case-insensitive substring of the message's or a record's reason
-    kind: str | None = None  # poison / retries_exhausted / undecodable / unknown
+    kind: str | None = None  # one of dlq.FAILURE_KINDS, or unknown
     min_age: dt.timedelta | None = None  # failed at least this long ago (--older-than)
     max_age: dt.timedelta | None = None  # failed at most this long ago (--newer-than)
 

@@ -63,3 +63,10 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+def sync_id_for(synced_at: str, n: int = 0) -> str:
+    """A real sync id for `synced_at` (what the producer would generate), told apart by `n`."""
+    from earnings_sync.sync_identity import compact
+
+    return f"{compact(synced_at)}-{n:08x}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -9,10 +10,11 @@ import pytest
 
 from earnings_sync.audit import audit_table, format_report
 from earnings_sync.cli import main
+from earnings_sync.ledger import SyncLedger
 from earnings_sync.records import EarningsRecord
 from earnings_sync.table import EarningsTable, record_to_item
-from tests.helpers import Faults, dynamodb_error
-from tests.integration.stream_support import T1, T2, StreamReader, call_handler
+from tests.helpers import Faults, dynamodb_error, sync_id_for
+from tests.integration.stream_support import T1, T2, T3, StreamReader, call_handler
 
 
 def rec(symbol: str, date: str, fiscal: str = "2025-06-30") -> EarningsRecord:
@@ -112,3 +114,92 @@ def test_cli_clean_table_exits_zero(aws: dict[str, Any], capsys: pytest.CaptureF
     put(aws, rec("OK", "2025-08-08"), T2)
     assert main(["audit", "--endpoint-url", aws["endpoint"], "--table", aws["resources"].table_name]) == 0
     assert "1 items, 0 finding(s)" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- sync metadata
+
+FUTURE = "2999-01-01T00:00:00.000000Z"
+
+
+def at(text: str) -> Any:
+    """A clock that says `text` (a synced_at)."""
+    moment = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return lambda: moment
+
+
+def forge(env: dict[str, Any], record: EarningsRecord, synced_at: str, sync_id: str) -> None:
+    env["dynamodb"].put_item(TableName=env["resources"].table_name, Item=record_to_item(record, sync_id, synced_at))
+
+
+def ledger(env: dict[str, Any], registered_at: str = T2, name: str | None = None) -> SyncLedger:
+    clock = at(registered_at)
+    return SyncLedger(env["dynamodb"], name or env["resources"].tables["SyncLedgerTable"], clock=lambda: clock().timestamp())
+
+
+def test_a_future_item_is_reported_kept_out_of_superseded_and_deleted_by_fix(aws: dict[str, Any]) -> None:
+    put(aws, rec("AAPL", "2025-08-01"), T2)
+    forge(aws, rec("AAPL", "2025-07-31"), FUTURE, sync_id_for(FUTURE))  # would make the real date look superseded
+    report = audit_table(aws["dynamodb"], aws["resources"].table_name, now=at(T3))
+    assert report.by_rule == {"future_sync_date": 1} and report.superseded == []
+    assert [(f.key, f.last_sync_date) for f in report.future] == [(("AAPL", "2025-07-31"), FUTURE)]
+    assert "is in the future (later than 2025-07-20T06:05:00.000000Z)" in report.findings[0].detail
+    assert "1 future-dated item(s) would be deleted with --fix" in format_report(report)
+
+    Faults(aws["dynamodb"], "dynamodb", "DeleteItem", [dynamodb_error("ConditionalCheckFailedException")])
+    raced = audit_table(aws["dynamodb"], aws["resources"].table_name, now=at(T3), fix=True)
+    assert (raced.fixed, raced.fix_conflicts, raced.future_conflicts) == (0, 1, 1) and ("AAPL", "2025-07-31") in keys(aws)
+    fixed = audit_table(aws["dynamodb"], aws["resources"].table_name, now=at(T3), fix=True)
+    assert (fixed.fixed, fixed.future_fixed, fixed.remaining) == (1, 1, 0) and keys(aws) == {("AAPL", "2025-08-01")}
+
+
+def test_within_the_clock_skew_an_item_is_not_future(aws: dict[str, Any]) -> None:
+    forge(aws, rec("AAPL", "2025-08-01"), "2025-07-20T06:04:59.000000Z", sync_id_for("2025-07-20T06:04:59.000000Z"))
+    assert audit_table(aws["dynamodb"], aws["resources"].table_name, now=at(T3)).findings == []
+
+
+def test_unregistered_syncs_are_judged_only_since_the_registry_records_ids(aws: dict[str, Any]) -> None:
+    registry = ledger(aws, registered_at="2025-07-19T06:00:01.000000Z")
+    registry.register_sync(sync_id_for(T2), T2)
+    assert registry.registered_sync_ids() == {sync_id_for(T2)}
+    put(aws, rec("OLD", "2025-04-30", "2025-03-31"), T1)  # history from before ids were recorded: "sync-2025-07-18"
+    forge(aws, rec("REAL", "2025-08-01"), T2, sync_id_for(T2))
+    forge(aws, rec("FORGED", "2025-08-02"), T3, sync_id_for(T3, 7))
+    forge(aws, rec("MOVED", "2025-08-03"), T3, sync_id_for(T2))  # a registered id, another time
+    report = audit_table(aws["dynamodb"], aws["resources"].table_name, now=at(T3), ledger=registry)
+    assert report.registry.endswith("1 sync id(s), recorded since 2025-07-19T06:00:01.000000Z")
+    assert {(f.key[0], f.detail) for f in report.findings} == {
+        ("FORGED", "sync_id is not a registered sync"),
+        ("MOVED", "lastSyncDate is not the time of its sync_id"),
+    }
+    assert report.unregistered == [("FORGED", "2025-08-02"), ("MOVED", "2025-08-03")]
+    fixed = audit_table(aws["dynamodb"], aws["resources"].table_name, now=at(T3), ledger=registry, fix=True)
+    assert fixed.fixed == 0 and len(keys(aws)) == 4  # reported, never deleted
+    assert "never deleted automatically" in format_report(fixed)
+
+
+def test_without_registered_ids_or_a_readable_ledger_the_rule_is_skipped_and_said_so(aws: dict[str, Any]) -> None:
+    forge(aws, rec("FORGED", "2025-08-02"), T3, sync_id_for(T3, 7))
+    table = aws["resources"].table_name
+    empty = audit_table(aws["dynamodb"], table, now=at(T3), ledger=ledger(aws))
+    assert empty.findings == [] and "records no sync ids yet: unregistered_sync not checked" in empty.registry
+    missing = audit_table(aws["dynamodb"], table, now=at(T3), ledger=ledger(aws, name="no-such-ledger"))
+    assert missing.findings == [] and missing.registry.startswith("no-such-ledger could not be read (")
+    assert "ResourceNotFoundException" in missing.registry
+    assert "no ledger table" in audit_table(aws["dynamodb"], table, now=at(T3)).registry
+
+
+def test_cli_reads_the_registry_of_the_ledger_it_is_given(
+    aws: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LEDGER_TABLE", raising=False)
+    ledger(aws).register_sync(sync_id_for(T1), T1)
+    forge(aws, rec("FORGED", "2025-08-02"), dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), sync_id_for(T3, 7))
+    target = ["audit", "--endpoint-url", aws["endpoint"], "--table", aws["resources"].table_name]
+    assert main([*target, "--json"]) == 1  # <table>-sync-ledger, as the stack names it
+    assert json.loads(capsys.readouterr().out)["by_rule"] == {"unregistered_sync": 1}
+    assert main([*target, "--ledger-table", "elsewhere"]) == 0
+    assert "sync registry: elsewhere could not be read" in capsys.readouterr().out
+    monkeypatch.setenv("LEDGER_TABLE", "elsewhere")
+    assert main(target) == 0
+    assert main(["audit", "--csv", "x.csv", "--ledger-table", "elsewhere"]) == 2
+    assert "drop --ledger-table" in capsys.readouterr().err

@@ -17,17 +17,18 @@ from earnings_sync.messages import SyncMessage, encode_message
 from earnings_sync.observability import M
 from earnings_sync.records import EarningsRecord
 from earnings_sync.table import EarningsTable, item_to_plain
-from tests.helpers import Faults, dynamodb_error
+from tests.helpers import Faults, dynamodb_error, sync_id_for
 
 OLD, NEW = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
+OLD_ID, NEW_ID = sync_id_for(OLD), sync_id_for(NEW)
 
 
 def rec(symbol: str, estimate: str | None = "1.00", date: str = "2025-08-01") -> EarningsRecord:
     return EarningsRecord(symbol, date, f"{symbol} Inc", "2025-06-30", estimate, "USD")
 
 
-def body(records: list[EarningsRecord], synced_at: str = NEW, sync_id: str = "sync-new") -> str:
-    return encode_message(SyncMessage(sync_id=sync_id, synced_at=synced_at, records=records))
+def body(records: list[EarningsRecord], synced_at: str = NEW, sync_id: str | None = None) -> str:
+    return encode_message(SyncMessage(sync_id=sync_id or sync_id_for(synced_at), synced_at=synced_at, records=records))
 
 
 class Harness:
@@ -51,7 +52,7 @@ class Harness:
     def send(self, *bodies: str) -> None:
         for text in bodies:
             self.sqs.send_message(QueueUrl=self.resources.queue_url, MessageBody=text,
-                                  MessageAttributes={"sync_id": {"DataType": "String", "StringValue": "s"}})
+                                  MessageAttributes={"sync_id": {"DataType": "String", "StringValue": NEW_ID}})
 
     def receive_event(self, receive_count: int | None = None) -> dict:
         messages = self.sqs.receive_message(QueueUrl=self.resources.queue_url, MaxNumberOfMessages=10,
@@ -103,12 +104,12 @@ def test_redelivery_and_duplicates_change_nothing(harness: Harness) -> None:
 
 
 def test_out_of_order_delivery_keeps_the_newer_sync(harness: Harness) -> None:
-    harness.send(body([rec("A", "2.00")], NEW, "sync-new"))
+    harness.send(body([rec("A", "2.00")], NEW, NEW_ID))
     harness.call(harness.receive_event())
-    harness.send(body([rec("A", "1.00"), rec("B", "1.00")], OLD, "sync-old"))
+    harness.send(body([rec("A", "1.00"), rec("B", "1.00")], OLD, OLD_ID))
     _, metrics = harness.call(harness.receive_event())
     assert metrics[M.STALE_SYNC_SKIPPED] == 1 and metrics[M.RECORDS_INSERTED] == 1
-    assert harness.item("A")["estimate"] == Decimal("2.00") and harness.item("A")["sync_id"] == "sync-new"
+    assert harness.item("A")["estimate"] == Decimal("2.00") and harness.item("A")["sync_id"] == NEW_ID
     assert harness.item("B")["lastSyncDate"] == OLD  # a key only the older sync knows is still written
 
 
@@ -124,7 +125,7 @@ def test_poison_record_goes_to_the_dlq_with_its_reason_and_spares_its_neighbours
     attrs = letter["MessageAttributes"]
     assert attrs["failure_kind"]["StringValue"] == "poison"
     assert "bad_report_date" in attrs["failure_reason"]["StringValue"]
-    assert attrs["sync_id"]["StringValue"] == "sync-new"
+    assert attrs["sync_id"]["StringValue"] == NEW_ID
     dead = msgspec.json.decode(letter["Body"], type=DeadLetter)
     assert [json.loads(bytes(r))["asset_symbol"] for r in dead.records] == ["C"]
     assert dead.failures[0].index == 0 and "2025-13-01" in dead.failures[0].reason

@@ -32,9 +32,10 @@ from earnings_sync.replay import (
 )
 from earnings_sync.table import EarningsTable, item_to_plain
 from tests.conftest import csv_text
-from tests.helpers import FakeClock, Faults, http_response
+from tests.helpers import FakeClock, Faults, http_response, sync_id_for
 
 OLD, NEW = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
+OLD_ID, NEW_ID = sync_id_for(OLD), sync_id_for(NEW)
 NOW = dt.datetime(2025, 7, 20, 12, 0, tzinfo=dt.UTC)
 DLQ = "earnings-dlq"
 
@@ -52,7 +53,7 @@ def dead_letter(
     dlq_url: str,
     records: list[EarningsRecord],
     *,
-    sync_id: str = "sync-new",
+    sync_id: str = NEW_ID,
     synced_at: str = NEW,
     kind: dlq.FailureKind = "poison",
     reason: str = "invalid record: injected",
@@ -309,14 +310,14 @@ def test_replaying_an_old_sync_after_a_newer_one_does_not_regress(handler_env: d
     source = consumer_source(handler_env)
     table = EarningsTable(handler_env["dynamodb"], resources.table_name)
     # The old sync's message ran out of retries; meanwhile the newer sync wrote the same key.
-    old_body = encode_message(SyncMessage(sync_id="sync-old", synced_at=OLD, records=[rec("AAPL", "1.00")]))
+    old_body = encode_message(SyncMessage(sync_id=OLD_ID, synced_at=OLD, records=[rec("AAPL", "1.00")]))
     sqs.send_message(
         QueueUrl=resources.dlq_url,
         MessageBody=old_body,
-        MessageAttributes=dlq.failure_attributes("retries_exhausted", "ThrottlingException", sync_id="sync-old", receive_count=5),
+        MessageAttributes=dlq.failure_attributes("retries_exhausted", "ThrottlingException", sync_id=OLD_ID, receive_count=5),
     )
     sqs.send_message(QueueUrl=resources.queue_url,
-                     MessageBody=encode_message(SyncMessage(sync_id="sync-new", synced_at=NEW, records=[rec("AAPL", "2.00")])))
+                     MessageBody=encode_message(SyncMessage(sync_id=NEW_ID, synced_at=NEW, records=[rec("AAPL", "2.00")])))
     assert source.drain().metrics[M.RECORDS_INSERTED] == 1
 
     report = replay(handler_env)
@@ -325,7 +326,7 @@ def test_replaying_an_old_sync_after_a_newer_one_does_not_regress(handler_env: d
     assert report.replayed == 1
     assert drained.metrics[M.STALE_SYNC_SKIPPED] == 1 and drained.deleted == 1
     item = item_to_plain(table.get(("AAPL", "2025-08-01")) or {})
-    assert (item["estimate"], item["lastSyncDate"], item["sync_id"]) == (Decimal("2.00"), NEW, "sync-new")
+    assert (item["estimate"], item["lastSyncDate"], item["sync_id"]) == (Decimal("2.00"), NEW, NEW_ID)
     assert depth(sqs, resources.dlq_url) == (0, 0)
 
 
@@ -336,14 +337,14 @@ def test_poison_record_from_the_consumer_is_explained_and_replayable_after_fixin
     bad = rec("BADCO", date="2025-13-01")
     sqs.send_message(
         QueueUrl=resources.queue_url,
-        MessageBody=encode_message(SyncMessage(sync_id="sync-new", synced_at=NEW, records=[rec("GOOD"), bad])),
-        MessageAttributes=message_attributes("sync-new", NEW, 2),
+        MessageBody=encode_message(SyncMessage(sync_id=NEW_ID, synced_at=NEW, records=[rec("GOOD"), bad])),
+        MessageAttributes=message_attributes(NEW_ID, NEW, 2),
     )
     source.drain()
     assert table.count() == 1  # the valid neighbour was written
 
     [peeked] = peek_dlq(sqs, DLQ, wait_seconds=0)
-    assert peeked.kind == "poison" and peeked.symbols == ("BADCO",) and peeked.sync_id == "sync-new"
+    assert peeked.kind == "poison" and peeked.symbols == ("BADCO",) and peeked.sync_id == NEW_ID
     assert "bad_report_date" in peeked.reason and "2025-13-01" in peeked.reason and peeked.record_failures[0].reason == peeked.reason
     assert depth(sqs, resources.dlq_url) == (1, 0)
 
@@ -360,7 +361,7 @@ def test_poison_record_from_the_consumer_is_explained_and_replayable_after_fixin
     drained = source.drain()
     assert report.replayed == 1 and drained.metrics[M.RECORDS_INSERTED] == 1
     item = item_to_plain(table.get(("BADCO", "2025-12-01")) or {})
-    assert item["sync_id"] == "sync-new" and item["lastSyncDate"] == NEW
+    assert item["sync_id"] == NEW_ID and item["lastSyncDate"] == NEW
     assert depth(sqs, resources.dlq_url) == (0, 0)
 
 
@@ -442,7 +443,7 @@ def test_local_serve_keeps_the_emulator_up_and_consumes_replays(tmp_path: Any) -
 
     def ready(summary: Any, emulator: Any) -> None:
         sqs = aws_clients.client("sqs")
-        dead_letter(sqs, emulator.resources.dlq_url, [rec("IBM")], sync_id="by-hand")
+        dead_letter(sqs, emulator.resources.dlq_url, [rec("IBM")], sync_id=sync_id_for(NEW, 1))
         seen["replay"] = cli.main(["dlq", "replay", DLQ, "--json"])
 
         def interrupt(_: float) -> None:

@@ -18,7 +18,7 @@ from earnings_sync.observability import M
 from earnings_sync.replay import replay_dlq
 from producers import app
 from tests.conftest import csv_text
-from tests.helpers import Faults, dynamodb_error
+from tests.helpers import Faults, dynamodb_error, sync_id_for
 
 ROWS = [
     "AAPL,Apple Inc,2025-07-31,2025-06-30,1.42,USD",
@@ -117,13 +117,14 @@ def test_a_failed_manifest_write_is_reported_not_raised(pipeline: Pipeline, tmp_
 
 
 def test_messages_without_seq_are_not_recorded(pipeline: Pipeline) -> None:
-    body = json.dumps({"sync_id": "s", "synced_at": "2025-07-19T06:00:00.000000Z", "v": 1,
+    sync_id = sync_id_for("2025-07-19T06:00:00.000000Z")
+    body = json.dumps({"sync_id": sync_id, "synced_at": "2025-07-19T06:00:00.000000Z", "v": 1,
                        "records": [{"asset_symbol": "A", "earnings_date": "2025-08-01", "company_name": "A Inc",
                                     "fiscal_date_ending": "2025-06-30", "estimate": None, "currency": "USD"}]})
     pipeline.sqs.send_message(QueueUrl=pipeline.resources.queue_url, MessageBody=body)
     stats = pipeline.source.drain()
     assert stats.metrics[M.RECORDS_INSERTED] == 1 and stats.metrics[M.LEDGER_OUTCOMES] == 0
-    assert pipeline.ledger.report("s").status == "unknown"
+    assert pipeline.ledger.report(sync_id).status == "unknown"
 
 
 def test_large_manifests_are_chunked_and_outcomes_are_first_wins(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
