@@ -42,6 +42,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from earnings_sync import consistency
+from earnings_sync.sync_identity import Clock, latest_allowed, utc_now
 from earnings_sync.table import Item
 
 MAX_NOTED = 50  # keys kept per kind for the handler's log lines
@@ -87,7 +88,7 @@ def _is_condition_failure(exc: ClientError) -> bool:
 class StreamProcessor:
     """Everything the stream handler does for one record, with the DynamoDB client passed in."""
 
-    def __init__(self, client: Any, table_name: str, sole_sync: str | None = None) -> None:
+    def __init__(self, client: Any, table_name: str, sole_sync: str | None = None, *, now: Clock = utc_now) -> None:
         """One processor per invocation: it caches each symbol's items for the batch.
 
         `sole_sync` is the `synced_at` of the only sync ever registered (ledger.sole_sync), read
@@ -97,6 +98,10 @@ class StreamProcessor:
         self.client = client
         self.table_name = table_name
         self.sole_sync = sole_sync
+        # An image dated after this was not written by a real sync (the consumer bounds synced_at): it
+        # is never settled against (it would make every real date of its period look superseded) and
+        # never restored over a real write. The audit reports it; `audit --fix` deletes it.
+        self.latest_sync = latest_allowed(now)
         self._symbol_items: dict[str, list[Item]] = {}
 
     def process(self, record: Mapping[str, Any], tally: StreamTally) -> None:
@@ -129,6 +134,11 @@ class StreamProcessor:
             tally.violations.update(rules)
             tally.note(tally.invalid, (consistency.item_key(new), rules))
             return
+        if new["lastSyncDate"]["S"] > self.latest_sync:
+            tally.validation_failed += 1
+            tally.violations.update([consistency.FUTURE_SYNC_DATE])
+            tally.note(tally.invalid, (consistency.item_key(new), [consistency.FUTURE_SYNC_DATE]))
+            return
         tally.validation_passed += 1
         if self.sole_sync is not None and new["lastSyncDate"]["S"] == self.sole_sync:
             tally.initial_load_unsettled += 1
@@ -144,6 +154,9 @@ class StreamProcessor:
     # -- regressions ---------------------------------------------------------------------------
     def _restore(self, old: Item, new: Item, tally: StreamTally) -> None:
         """Put the newer (old) image back unless the item has moved on since the regressed write."""
+        if (consistency.text_attribute(old, "lastSyncDate") or "") > self.latest_sync:
+            tally.regression_conflicts += 1  # a future-dated image is not a newer write: keep the real one
+            return
         try:
             self.client.put_item(
                 TableName=self.table_name,

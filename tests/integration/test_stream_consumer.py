@@ -101,6 +101,26 @@ def test_an_older_sync_arriving_late_removes_its_own_item(table: Table, stream: 
     assert table.keys() == {("AAPL", "2025-08-01")}
 
 
+FUTURE = "2999-01-01T00:00:00.000000Z"
+
+
+def test_a_future_dated_image_never_settles_its_period_nor_is_restored(table: Table, stream: StreamReader) -> None:
+    """An item dated after now (written around the consumer's checks) would make every real date of
+    its fiscal period look superseded, and a regression guard that trusted it would put it back over
+    a real sync's write: it is counted as `future_sync_date`, and neither happens."""
+    table.sync(T1, rec("AAPL", "2025-07-31"))
+    call_handler(stream.event())
+    table.put(rec("AAPL", "2025-08-01"), FUTURE)  # same fiscal period, another date, from the "future"
+    table.put(rec("MSFT", "2025-07-29", estimate="9.00"), FUTURE)
+    table.put(rec("MSFT", "2025-07-29", estimate="3.00"), T2)  # a real write over the forged one
+    _, metrics, logs = call_handler(stream.event())
+    assert metrics[f"{M.VALIDATION_FAILED}_future_sync_date"] == 2 and metrics[M.SUPERSEDED_REMOVED] == 0
+    assert metrics[M.REGRESSIONS_RESTORED] == 0 and metrics[M.REGRESSION_CONFLICTS] == 1
+    assert ("AAPL", "2025-07-31") in table.keys()  # the real date stays
+    assert table.last_sync("MSFT", "2025-07-29") == T2
+    assert "future_sync_date" in logs
+
+
 def test_two_dates_from_the_same_sync_are_both_kept(table: Table, stream: StreamReader) -> None:
     table.sync(T1, rec("AAPL", "2025-07-31"), rec("AAPL", "2025-08-01"))
     _, metrics, _ = call_handler(stream.event())
