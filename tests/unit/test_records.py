@@ -4,6 +4,7 @@ import pytest
 
 from earnings_sync.records import (
     EarningsRecord,
+    NotACalendarError,
     ParseStats,
     Rejection,
     UpstreamError,
@@ -85,10 +86,12 @@ def test_bad_time_of_day_rejected() -> None:
     assert isinstance(rejected, Rejection) and rejected.reason == "bad_time_of_day"
 
 
-def test_line_numbers_count_quoted_multiline_fields() -> None:
-    rows = parse(csv_text('A,"two\nlines",2025-08-19,2025-07-31,1,USD', "B,b,bad,2025-07-31,1,USD"))
-    assert isinstance(rows[0], Rejection) and rows[0].reason == "bad_name"
-    assert rows[1].line == 4
+def test_a_quoted_field_never_spans_lines() -> None:
+    rows = parse(csv_text('A,"two', 'lines",2025-08-19,2025-07-31,1,USD', "B,b,bad,2025-07-31,1,USD", GOOD))
+    assert [(r.line, r.reason) for r in rows if isinstance(r, Rejection)] == [
+        (2, "unterminated_quote"), (3, "column_count"), (4, "bad_report_date"),
+    ]
+    assert rows[-1] == EarningsRecord("A", "2025-08-19", "Agilent Technologies Inc", "2025-07-31", "1.37", "USD")
 
 
 @pytest.mark.parametrize(
@@ -108,11 +111,35 @@ def test_line_numbers_count_quoted_multiline_fields() -> None:
 )
 def test_upstream_error_shapes_are_detected_without_leaking_the_key(body: str, kind: str, fragment: str) -> None:
     with pytest.raises(UpstreamError) as caught:
-        list(parse_csv(body.encode(), secrets=["DEMOKEY123"]))
+        list(parse_csv(body.encode(), secrets=["DEMOKEY123"], from_alphavantage=True))
     message = str(caught.value)
     assert kind in caught.value.kind
     assert fragment in message
     assert "DEMOKEY123" not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "description"),
+    [
+        ('{"Information": "We have detected your API key as DEMOKEY123, 25 requests per day."}', "json", "JSON 'Information' reply"),
+        ('{"weird": 1}', "json", "starts like JSON"),
+        ("<html><body><h1>502 Bad Gateway</h1></body></html>", "html", "starts like HTML"),
+        ("", "empty", "snapshot.csv is empty"),
+        ("   \r\n\n", "empty", "snapshot.csv is empty"),
+        ("date,open,close\n2025-01-01,1,2\n", "header", "not the calendar header (3 fields; expected symbol,name,"),
+        ("root:x:0:0:root:/root:/bin/bash\n", "header", "(1 field; expected"),
+        ("\x7fELF\x02\x01\x00\x00\x00", "binary", "looks binary"),
+        (HEADER + "\nI,n,f,o,r,m,a\n", "quota_row", "quota row"),
+    ],
+)
+def test_other_sources_are_described_never_quoted(body: str, kind: str, description: str) -> None:
+    with pytest.raises(NotACalendarError) as caught:
+        list(parse_csv(body.encode(), secrets=["DEMOKEY123"], source_name="snapshot.csv"))
+    message = str(caught.value)
+    assert not isinstance(caught.value, UpstreamError) and caught.value.kind == kind
+    assert description in message and "snapshot.csv" in message
+    for content in ("DEMOKEY123", "Bad Gateway", "weird", "date,open", "root", "ELF", "upstream"):
+        assert content not in message
 
 
 def test_duplicate_key_later_row_wins_and_is_counted() -> None:
