@@ -287,6 +287,7 @@ class LocalPipeline:
             **resources.environments.get("ConsumerFunction", {}),
             **resources.environments.get("StreamConsumerFunction", {}),
             "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "EarningsSync"),
+            "ALLOW_PATH_EVENTS": "true",  # the local runner hands the producer files; Lambda never does
             **(environment or {}),
         }
         self.producer: Handler = producer_app.lambda_handler

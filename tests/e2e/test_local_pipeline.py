@@ -78,7 +78,8 @@ def test_cli_json_summary_export_and_exit_codes(tmp_path: Path, capsys: pytest.C
 
     assert main(["local", str(older), str(quota)]) == 1
     out, err = capsys.readouterr()
-    assert "25 requests per day" in err and "UpstreamError" in err
+    assert "quota.csv holds an AlphaVantage JSON 'Information' reply" in err  # described, never quoted: a file is no upstream
+    assert "25 requests per day" not in err and "upstream" not in err
     assert "ERROR" in out and "older.csv" in out
 
     assert main(["local", str(tmp_path / "nope.csv")]) == 2
