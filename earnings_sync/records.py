@@ -239,17 +239,18 @@ def _blocks_to_lines(blocks: Iterable[str | bytes]) -> Iterator[list[str | Unrea
     """
     carry: str | bytes = ""
     skipping = 0  # length so far of an over-long line being skipped
+    ends_cr = False  # whether what was skipped so far ends with CR (not part of the line if LF follows)
     for block in blocks:
         if not block:
             continue
         is_bytes = isinstance(block, (bytes, bytearray))
-        newline = b"\n" if is_bytes else "\n"
+        newline, cr = (b"\n", b"\r") if is_bytes else ("\n", "\r")
         if skipping:
             cut = block.find(newline)  # type: ignore[arg-type]
             if cut < 0:
-                skipping += len(block)
+                skipping, ends_cr = skipping + len(block), block[-1:] == cr
                 continue
-            yield [_too_long(skipping + cut - (1 if block[cut - 1 : cut] in ("\r", b"\r") else 0))]
+            yield [_too_long(skipping + cut - (block[cut - 1 : cut] == cr if cut else ends_cr))]
             skipping, block = 0, block[cut + 1 :]
         last = block.rfind(newline)  # type: ignore[arg-type]
         if last < 0:
@@ -259,9 +260,9 @@ def _blocks_to_lines(blocks: Iterable[str | bytes]) -> Iterator[list[str | Unrea
             carry = block[last + 1 :]
             yield _split_bytes(bytes(whole)) if is_bytes else _split_text(whole, True)  # type: ignore[arg-type]
         if len(carry) > MAX_LINE_BYTES + 1:
-            skipping, carry = len(carry), ""
+            skipping, ends_cr, carry = len(carry), carry[-1:] == cr, ""
     if skipping:
-        yield [_too_long(skipping)]
+        yield [_too_long(skipping - ends_cr)]
     elif carry:  # the last line, without a line ending
         last_line = carry[:-1] if carry[-1:] in ("\r", b"\r") else carry
         yield [_decode(bytes(last_line)) if isinstance(last_line, (bytes, bytearray)) else (_text_problem(last_line) or last_line)]

@@ -8,6 +8,7 @@ from earnings_sync.records import (
     ParseStats,
     Rejection,
     UpstreamError,
+    canonical_estimate,
     group_by_symbol,
     parse_csv,
     record_problem,
@@ -70,6 +71,13 @@ def test_seven_column_file_reads_time_of_the_day() -> None:
         ("A,Agilent,2025-08-19,2025-07-31,1.37,US", "bad_currency"),
         ("A,Agilent,2025-08-19,2025-07-31,1.37,", "bad_currency"),
         ('A,"Agi\x01lent",2025-08-19,2025-07-31,1.37,USD', "bad_name"),
+        ('A,"Agilent,2025-08-19,2025-07-31,1.37,USD', "unterminated_quote"),
+        ('A,"Agi"lent,2025-08-19,2025-07-31,1.37,USD', "malformed_quotes"),
+        ("A,Agi\rlent,2025-08-19,2025-07-31,1.37,USD", "stray_cr"),
+        (f"A,{'x' * 9000},2025-08-19,2025-07-31,1.37,USD", "line_too_long"),
+        ("A,Agi\ufffdlent,2025-08-19,2025-07-31,1.37,USD", "bad_encoding"),
+        ("A,Agi\udce9lent,2025-08-19,2025-07-31,1.37,USD", "bad_encoding"),  # a lone surrogate (surrogateescape)
+        (f"A,Agilent,2025-08-19,2025-07-31,1.{'0' * 37}1,USD", "bad_estimate"),  # 39 significant digits
     ],
 )
 def test_each_rejection_reason_with_line_number(row: str, reason: str) -> None:
@@ -168,6 +176,45 @@ def test_real_sample_parses_completely() -> None:
     assert stats.rejected == {}
     assert stats.duplicates == 1  # CAKE 2025-07-29, two fiscal periods
     assert stats.records == sum(len(g) for g in groups.values()) == 10285
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("1.", "1"),
+        (".5", "0.5"),
+        ("-.25", "-0.25"),
+        ("-0", "0"),
+        ("-0.00", "0"),
+        ("007.50", "7.5"),
+        ("1.370", "1.37"),
+        ("100", "100"),
+        ("0.0001000", "0.0001"),
+        ("-999999999.99", "-999999999.99"),
+        ("0." + "0" * 40 + "25", "0." + "0" * 40 + "25"),
+    ],
+)
+def test_estimate_canonical_forms(text: str, canonical: str) -> None:
+    [record] = parse(csv_text(f"A,n,2025-08-19,2025-07-31,{text},USD"))
+    assert isinstance(record, EarningsRecord) and record.estimate == canonical == canonical_estimate(text)
+    assert canonical_estimate(canonical) == canonical
+
+
+def test_record_problem_accepts_a_queued_estimate_written_another_way_and_nothing_else() -> None:
+    import msgspec
+
+    record = EarningsRecord("A", "2025-08-19", "n", "2025-07-31", "1.4", "USD")
+    for estimate in ("1.40", "01.4", "1.4000", "1.4"):  # what producers sent before estimates were normalized
+        assert record_problem(msgspec.structs.replace(record, estimate=estimate)) is None
+    for estimate in (" 1.4", "1.4e0", "", "+1.4", "1.4.0"):
+        assert record_problem(msgspec.structs.replace(record, estimate=estimate)).reason == "bad_estimate"
+    for field, value, reason in (
+        ("company_name", " n", "bad_name"),
+        ("asset_symbol", "A ", "bad_symbol"),
+        ("currency", " USD", "bad_currency"),
+        ("time_of_the_day", "", "bad_time_of_day"),
+    ):
+        assert record_problem(msgspec.structs.replace(record, **{field: value})).reason == reason
 
 
 def test_record_problem_rechecks_records_from_messages() -> None:
