@@ -268,7 +268,7 @@ def _blocks_to_lines(blocks: Iterable[str | bytes]) -> Iterator[list[str | Unrea
         yield [_decode(bytes(last_line)) if isinstance(last_line, (bytes, bytearray)) else (_text_problem(last_line) or last_line)]
 
 
-BLOCK_SIZE = 1 << 18  # 256 KiB of input per block
+BLOCK_SIZE = 1 << 16  # 64 KiB of input per block
 
 
 def _slices(body: str | bytes) -> Iterator[str | bytes]:

@@ -26,7 +26,7 @@ from earnings_sync.messages import SyncMessage
 from earnings_sync.observability import M
 from earnings_sync.producer import SyncAborted, check_source_file, sync_from_event
 from earnings_sync.records import (
-    MAX_LINE_BYTES,
+    BLOCK_SIZE,
     EarningsRecord,
     NotACalendarError,
     ParseStats,
@@ -129,7 +129,7 @@ def test_line_of_several_megabytes_is_skipped_without_being_held(tmp_path: Path)
         items = list(parse_csv(handle))
     assert [type(i).__name__ for i in items] == ["EarningsRecord", "Rejection", "EarningsRecord"]
     assert items[1] == Rejection(3, "line_too_long", items[1].detail) and "8,000,002 bytes" in items[1].detail
-    assert reads and max(reads) <= 1 << 18  # read in bounded blocks, never the line whole
+    assert reads and max(reads) <= BLOCK_SIZE  # read in bounded blocks, never the line whole
     assert items[2].asset_symbol == "Z003"
 
 
