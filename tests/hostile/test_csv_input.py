@@ -245,6 +245,7 @@ def test_a_file_that_is_not_the_calendar_is_described_never_quoted(tmp_path: Pat
 def test_check_source_file_names_directories_and_missing_files(tmp_path: Path) -> None:
     assert check_source_file(tmp_path) == f"{tmp_path} is a directory, not a CSV file"
     assert check_source_file(tmp_path / "nope.csv") == f"cannot open {tmp_path / 'nope.csv'}: no such file"
+    assert check_source_file(Path("/dev/null")) == "/dev/null is not a regular file"
     good = tmp_path / "good.csv"
     good.write_text(csv_text(row(1)))
     assert check_source_file(good) is None
@@ -275,6 +276,27 @@ def test_path_event_refused_on_lambda_never_opens_the_file(
     assert drain(handler_env["sqs"], handler_env["resources"].queue_url) == []
     assert Settings().allow_path_events is False
     assert "ALLOW_PATH_EVENTS" not in (ROOT / "template.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (["not", "an", "object"], "the event must be a JSON object, got list"),
+        ({"path": ""}, '"path" must name a file'),
+        ({"path": 42}, '"path" must name a file'),
+        ({"s3": "bucket/key"}, 'an "s3" event needs {"bucket": ..., "key": ...}'),
+        ({"s3": {"bucket": "b"}}, "an S3 source needs a bucket and a key (both text)"),
+        ({"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": 7}}}]}, "the S3 notification's object key is not text"),
+        ({"Records": []}, "a Records event must be an S3 notification"),
+        ({"symbol": {"$gt": ""}}, '"symbol" must be a ticker symbol'),
+        ({"symbol": "IBM&apikey=x"}, '"symbol" must be a ticker symbol'),
+    ],
+)
+def test_malformed_events_are_refused_with_a_clear_message(event: Any, message: str) -> None:
+    settings = Settings(queue_url="unused", alphavantage_api_key=API_KEY, allow_path_events=True)
+    with pytest.raises(SourceError) as caught:
+        sync_from_event(event, settings, sqs=None, opener=lambda url, timeout: pytest.fail("nothing may be fetched"))
+    assert message in str(caught.value) and API_KEY not in str(caught.value)
 
 
 def test_s3_key_with_space_and_plus_is_url_decoded(handler_env: dict[str, Any]) -> None:

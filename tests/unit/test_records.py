@@ -138,6 +138,9 @@ def test_upstream_error_shapes_are_detected_without_leaking_the_key(body: str, k
         ("root:x:0:0:root:/root:/bin/bash\n", "header", "(1 field; expected"),
         ("\x7fELF\x02\x01\x00\x00\x00", "binary", "looks binary"),
         (HEADER + "\nI,n,f,o,r,m,a\n", "quota_row", "quota row"),
+        ("symbol,name,reportDate\rA,b,c\r", "header", "carriage returns (classic Mac line endings?)"),
+        ('"unclosed,header\n', "header", "(unparsable quoting; expected"),
+        ("x" * 9000, "header", "the first line is over 8,192 bytes"),
     ],
 )
 def test_other_sources_are_described_never_quoted(body: str, kind: str, description: str) -> None:
@@ -148,6 +151,27 @@ def test_other_sources_are_described_never_quoted(body: str, kind: str, descript
     assert description in message and "snapshot.csv" in message
     for content in ("DEMOKEY123", "Bad Gateway", "weird", "date,open", "root", "ELF", "upstream"):
         assert content not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "fragment"),
+    [
+        (b"Soci\xe9t\xe9 DEMOKEY123\n", "not the calendar", "not UTF-8"),
+        (b"x" * 9000, "not the calendar", "over 8,192 bytes"),
+        (b'{"Note":\n"caf\xe9 DEMOKEY123"}', "malformed JSON", '{"Note":'),  # a reply line that is not UTF-8
+        (  # cut at 64 KiB, so not JSON
+            b'{"Information": "quota",\n' + b"".join(b'"k%d": "%s",\n' % (i, b"y" * 1000) for i in range(70)) + b'"end": 1}',
+            "malformed JSON",
+            '{"Information": "quota",',
+        ),
+        (b"[1, 2]", "JSON instead of CSV", "[1, 2]"),
+    ],
+)
+def test_an_alphavantage_reply_that_cannot_be_read_is_still_an_upstream_error(body: bytes, kind: str, fragment: str) -> None:
+    with pytest.raises(UpstreamError) as caught:
+        list(parse_csv(body, secrets=["DEMOKEY123"], from_alphavantage=True))
+    assert kind in caught.value.kind and fragment in str(caught.value) and "DEMOKEY123" not in str(caught.value)
+    assert len(str(caught.value)) < 400 and str(caught.value).isprintable()
 
 
 def test_duplicate_key_later_row_wins_and_is_counted() -> None:
@@ -235,3 +259,13 @@ def test_contiguity_check_and_streaming_groups() -> None:
         groups = list(iter_symbol_groups(parse_csv(text), stats, contiguous=contiguous))
         assert [[r.asset_symbol for r in g] for g in groups] == [["A"], ["B"]]
         assert groups[0][0].estimate == "2" and stats.duplicates == 1 and stats.records == 2
+
+
+def test_the_readme_explains_every_rejection_reason() -> None:
+    from earnings_sync.records import REJECT_REASONS
+    from tests.conftest import ROOT
+
+    producer_section = (ROOT / "README.md").read_text().split("### The producer", 1)[1].split("\n### ", 1)[0]
+    table = [line for line in producer_section.splitlines() if line.startswith("| `")]
+    documented = {reason.strip().strip("`") for line in table for reason in line.split("|")[1].split(",")}
+    assert documented == set(REJECT_REASONS)
