@@ -5,7 +5,6 @@ quoted back, nothing carries the API key, and the Lambda reads only S3 and Alpha
 from __future__ import annotations
 
 import builtins
-import contextlib
 import csv
 import http.client
 import http.server
