@@ -21,8 +21,8 @@ from earnings_sync.records import (
     SYMBOL_RE,
     EarningsRecord,
     ParseStats,
+    NotACalendarError,
     Rejection,
-    first_line_problem,
     iter_symbol_groups,
     parse_csv,
     physical_lines,
@@ -138,10 +138,11 @@ def _file_problem(path: Path) -> str | None:
 
 
 def check_source_file(path: Path) -> str | None:
-    """A one-line problem with a local CSV, from its first line(s) only, or None when it looks right.
+    """A one-line problem with a local CSV, from its first lines only, or None when it looks right.
 
-    For checking every argument before any work starts: it reads the first non-blank line (and,
-    when that starts like JSON, the reply after it, up to 64 KiB) and never quotes what it holds.
+    For checking every argument before any work starts: the same checks a sync makes before it
+    sends anything (header, quota row, JSON/HTML replies, encoding), on the file's first block
+    (64 KiB; a JSON reply up to 64 KiB more), and never quoting what the file holds.
     """
     problem = _file_problem(path)
     if problem is not None:
@@ -149,9 +150,12 @@ def check_source_file(path: Path) -> str | None:
     shown = printable(str(path))
     try:
         with open(path, "rb") as handle:
-            return first_line_problem(physical_lines(handle), shown)
+            next(parse_csv(handle, source_name=shown), None)
+    except NotACalendarError as exc:
+        return str(exc)
     except OSError as exc:
         return f"cannot read {shown}: {exc.strerror or type(exc).__name__}"
+    return None
 
 
 def _primed(items: Iterator[Any]) -> Iterator[Any]:

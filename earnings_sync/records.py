@@ -409,20 +409,6 @@ def _is_information_row(fields: list[str]) -> bool:
     return all(len(f) <= 1 for f in fields) and "".join(fields).lower().startswith("inform")
 
 
-def first_line_problem(lines: Iterator[str | Unreadable], source_name: str = "input") -> str | None:
-    """Why a source whose physical lines these are is not the calendar (looking at its first
-    non-blank line only, plus a JSON reply's body), or None; never quotes what it holds."""
-    for number, line in enumerate(lines, start=1):
-        if isinstance(line, str):
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            if not line.strip():
-                continue
-        error = _not_a_calendar(line, lines, source_name, False, ())
-        return None if error is None else str(error)
-    return f"{source_name} is empty"
-
-
 # --------------------------------------------------------------------------- rows
 
 

@@ -248,6 +248,12 @@ def test_check_source_file_names_directories_and_missing_files(tmp_path: Path) -
     good = tmp_path / "good.csv"
     good.write_text(csv_text(row(1)))
     assert check_source_file(good) is None
+    quota = tmp_path / "quota.csv"
+    quota.write_text(f"\n{HEADER}\r\n\r\nI,n,f,o,r,m,a\r\n")
+    assert check_source_file(quota) == f"{quota} holds AlphaVantage's quota row 'I,n,f,o,r,m,a' (request quota exhausted (Information))"
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text(HEADER + "\n")
+    assert check_source_file(header_only) is None  # a calendar with no rows: a sync of nothing, not an error
 
 
 # --------------------------------------------------------------------------- the Lambda surface
