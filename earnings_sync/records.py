@@ -9,8 +9,8 @@ the ledger can only call a sync complete when every one of them is accounted for
 
 Text is strict UTF-8, line by line: a line that is not (a Latin-1/cp1252 export) or that carries a
 U+FFFD replacement character (text mis-decoded before it was saved) is rejected as `bad_encoding`;
-nothing is ever decoded with replacement. Lines longer than `MAX_LINE_BYTES` are rejected without
-more than that ever being held in memory when reading a file.
+nothing is ever decoded with replacement. Input is read in `BLOCK_SIZE` blocks and lines longer
+than `MAX_LINE_BYTES` are rejected, so a line of any length costs at most one block plus the limit.
 
 A body that is not the calendar at all raises `NotACalendarError` before anything is yielded; for
 an AlphaVantage reply (JSON note, HTML page, the quota row) it is the subclass `UpstreamError`,
