@@ -583,6 +583,18 @@ def parse_csv(
     yield from _rows(lines, number, width, secret_list, counts)
 
 
+def detect_upstream_error(
+    head: str | bytes, secrets: Iterable[str] = (), *, source_name: str = "input", from_alphavantage: bool = False
+) -> NotACalendarError | None:
+    """Why a body starting with `head` is not the calendar, or None: the checks `parse_csv` makes
+    before it yields anything (a file or object is described; `from_alphavantage` quotes the reply)."""
+    try:
+        next(parse_csv(head, secrets, source_name=source_name, from_alphavantage=from_alphavantage), None)
+    except NotACalendarError as exc:
+        return exc
+    return None
+
+
 def _rows(
     lines: Iterator[str | Unreadable], number: int, width: int, secrets: tuple[str, ...], counts: ParseStats
 ) -> Iterator[EarningsRecord | Rejection]:

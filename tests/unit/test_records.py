@@ -269,3 +269,13 @@ def test_the_readme_explains_every_rejection_reason() -> None:
     table = [line for line in producer_section.splitlines() if line.startswith("| `")]
     documented = {reason.strip().strip("`") for line in table for reason in line.split("|")[1].split(",")}
     assert documented == set(REJECT_REASONS)
+
+
+def test_detect_upstream_error_makes_the_checks_a_parse_makes_first() -> None:
+    from earnings_sync.records import detect_upstream_error
+
+    assert detect_upstream_error(csv_text(GOOD)) is None and detect_upstream_error(HEADER) is None
+    described = detect_upstream_error('{"Information": "25 requests per day"}', source_name="q.csv")
+    assert isinstance(described, NotACalendarError) and described.kind == "json" and "25 requests" not in str(described)
+    quoted = detect_upstream_error(b'{"Note": "slow down, KEY9"}', ["KEY9"], from_alphavantage=True)
+    assert isinstance(quoted, UpstreamError) and str(quoted) == "upstream returned a JSON 'Note': slow down, ***"
