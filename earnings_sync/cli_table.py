@@ -14,12 +14,11 @@ up quickly on an endpoint that cannot be reached.
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
 import os
-import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from earnings_sync.cli_errors import UsageError, error_code, one_line, where
@@ -27,7 +26,6 @@ from earnings_sync.cli_errors import UsageError, error_code, one_line, where
 T = TypeVar("T")
 DEFAULT_TABLE = "earningsCalendar"
 CONNECT_ATTEMPTS = 2  # a dead endpoint is reported at once, not after every retry's backoff
-HEAD_BYTES = 64 * 1024  # enough for the header line, or for a JSON reply saved in place of the CSV
 
 
 def add_table_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,59 +47,18 @@ def check_csv_arguments(args: argparse.Namespace, built: str = "its own table") 
     check_input_files(args.csv)
 
 
-def _first_line_problem(head: bytes) -> str | None:
-    """What is wrong with a file whose first bytes are `head`, judged on its first non-blank line."""
-    from earnings_sync.records import detect_upstream_error
-
-    body = head.removeprefix(codecs.BOM_UTF8).lstrip(b" \t\r\n")
-    if not body:
-        return "holds no calendar header (only blank lines)"
-    first = body.split(b"\n", 1)[0]
-    try:
-        text = first.decode("utf-8")
-    except UnicodeDecodeError:
-        shown = one_line(repr(first[:40])[2:-1]) + ("…" if len(first) > 40 else "")
-        return f"not a calendar CSV: its first line is not UTF-8 text ({shown})"
-    if text.startswith(("{", "[")):  # a JSON reply saved in place of the CSV may span lines
-        text = body.decode("utf-8", errors="replace")
-    problem = detect_upstream_error(text)
-    if problem is None:
-        return None
-    return f"not a calendar CSV: {problem.kind}: {one_line(problem.message)}"
-
-
-def source_file_problem(path: str) -> str | None:
-    """One line saying why `path` cannot be synced (missing, a directory, unreadable, empty, not the
-    calendar), or None. Checked on the file's first line: rows are the producer's business."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "no such file"
-    except OSError as exc:
-        return (exc.strerror or str(exc)).lower()
-    if stat.S_ISDIR(mode):
-        return "is a directory"
-    if not stat.S_ISREG(mode):
-        return "not a regular file"
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(HEAD_BYTES)
-    except OSError as exc:
-        return f"cannot be read: {(exc.strerror or str(exc)).lower()}"
-    if not head:
-        return "empty file"
-    return _first_line_problem(head)
-
-
 def check_input_files(paths: Sequence[str]) -> None:
     """Every calendar file a command is given, checked before any work starts.
 
-    Raises UsageError("<path>: <problem>") for the first file that cannot be synced.
+    Raises UsageError naming the first file that cannot be synced and why: the checks a sync makes
+    before it sends anything (producer.check_source_file), on the file's first lines only.
     """
+    from earnings_sync.producer import check_source_file
+
     for path in paths:
-        problem = source_file_problem(path)
+        problem = check_source_file(Path(path))
         if problem is not None:
-            raise UsageError(f"{one_line(path)}: {problem}")
+            raise UsageError(problem)
 
 
 def check_output_paths(outputs: Mapping[str, str | None], inputs: Sequence[str] = ()) -> None:
@@ -178,7 +135,11 @@ def sync_failures(summary: Any) -> list[str]:
     """For stderr, one line each: every failed sync of a local run, and the files it never synced."""
     if summary is None:
         return []
-    lines = [f"{one_line(sync.file)}: {one_line(sync.error)}" for sync in summary.syncs if sync.error]
+    lines = [
+        one_line(sync.error if sync.file in sync.error else f"{sync.file}: {sync.error}")  # name the file once
+        for sync in summary.syncs
+        if sync.error
+    ]
     if summary.not_run:
         lines.append("not synced (an earlier sync failed): " + ", ".join(one_line(path) for path in summary.not_run))
     return lines

@@ -135,6 +135,7 @@ class Manifest:
     unsent_error: str = ""
     rejections: list[dict[str, Any]] = field(default_factory=list)  # the first few: line, reason, detail
     duplicate_keys: list[dict[str, Any]] = field(default_factory=list)  # the first few: key, fiscal periods
+    aborted: str = ""  # the producer stopped before the end of its input: where and why
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,8 @@ class SyncLedger:
             "chunks": len(chunks),
             "written_at": utc_now(),
         }
+        if manifest.aborted:
+            header["aborted"] = manifest.aborted[:500]
         item = {"sync_id": _s(manifest.sync_id), "entry": _s(MANIFEST), "expires_at": expires}
         item.update({name: _attribute(value) for name, value in header.items()})
         self.client.put_item(TableName=self.table_name, Item=item)
@@ -395,6 +398,7 @@ class LedgerReport:
     not_enqueued: int = 0
     missing: int = 0
     unsent_error: str = ""
+    aborted: str = ""  # the producer stopped part-way (its manifest says where and why)
     dlq_seqs: list[tuple[int, int]] = field(default_factory=list)  # (seq, records in the DLQ)
     missing_seqs: list[tuple[int, int]] = field(default_factory=list)  # (seq, records without an outcome)
     unsent_seqs: list[tuple[int, int]] = field(default_factory=list)  # (seq, records never enqueued)
@@ -423,7 +427,8 @@ class LedgerReport:
         """complete, in_dlq (every row accounted, some in the DLQ), incomplete, or unknown."""
         if not self.manifest and not self.messages_with_outcome:
             return "unknown"
-        if not self.manifest or self.missing or self.not_enqueued or self.anomalies or self.accounted_rows != self.rows:
+        if (not self.manifest or self.aborted or self.missing or self.not_enqueued or self.anomalies
+                or self.accounted_rows != self.rows):
             return "incomplete"
         return "in_dlq" if self.in_dlq_total else "complete"
 
@@ -445,6 +450,8 @@ class LedgerReport:
                 f"no manifest: the producer has not finished this sync, or failed before recording it "
                 f"({self.messages_with_outcome:,} message outcome(s) seen)"
             )
+        if self.aborted:
+            found.append(f"sync aborted by the producer: {self.aborted}; the rest of the input was never read: run the sync again")
         if self.not_enqueued:
             found.append(
                 f"{self.not_enqueued:,} record(s) in {len(self.unsent_seqs):,} message(s) were never enqueued "
@@ -463,7 +470,7 @@ class LedgerReport:
                 f"settles them: {_seq_list(self.dlq_seqs)}"
             )
         found.extend(self.anomalies)
-        if self.manifest and not self.anomalies and self.accounted_rows + self.not_enqueued + self.missing != self.rows:
+        if self.manifest and not self.anomalies and not self.aborted and self.accounted_rows + self.not_enqueued + self.missing != self.rows:
             found.append(f"the counts do not add up: {self.accounted_rows + self.not_enqueued + self.missing:,} of {self.rows:,} rows")
         return found
 
@@ -497,6 +504,7 @@ class LedgerReport:
             "dlq_messages": [{"seq": s, "records": n} for s, n in self.dlq_seqs[:MAX_LISTED]],
             "missing_messages": [{"seq": s, "records": n} for s, n in self.missing_seqs[:MAX_LISTED]],
             "unsent_messages": [{"seq": s, "records": n} for s, n in self.unsent_seqs[:MAX_LISTED]],
+            "aborted": self.aborted,
             "problems": self.problems(),
         }
 
@@ -515,6 +523,7 @@ def _read_manifest(report: LedgerReport, header: Item, chunks: list[Item]) -> tu
     report.rejections = plain.get("rejections") or []
     report.duplicate_keys = plain.get("duplicate_keys") or []
     report.unsent_error = plain.get("unsent_error") or ""
+    report.aborted = plain.get("aborted") or ""
     counts: list[int] = []
     unsent: set[int] = set()
     for chunk in sorted(chunks, key=lambda c: int(c["first_seq"]["N"])):
@@ -524,6 +533,8 @@ def _read_manifest(report: LedgerReport, header: Item, chunks: list[Item]) -> tu
         unsent.update(_ints(chunk.get("unsent", {}).get("S", "")))
     if len(counts) != plain.get("messages", len(counts)):
         report.anomalies.append(f"the manifest lists {len(counts):,} of its {plain.get('messages'):,} messages")
+    if report.aborted:  # records read but never packed into a message: the abort explains the gap
+        return counts, unsent
     if sum(counts) != report.records:
         report.anomalies.append(f"the messages carry {sum(counts):,} records, the manifest counts {report.records:,}")
     if report.records + report.duplicates + report.rejected_total != report.rows:

@@ -287,6 +287,7 @@ class LocalPipeline:
             **resources.environments.get("ConsumerFunction", {}),
             **resources.environments.get("StreamConsumerFunction", {}),
             "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "EarningsSync"),
+            "ALLOW_PATH_EVENTS": "true",  # the local runner hands the producer files; Lambda never does
             **(environment or {}),
         }
         self.producer: Handler = producer_app.lambda_handler
@@ -494,6 +495,18 @@ class Progress:
             self.stream.flush()
 
 
+def sync_error_text(error: BaseException) -> str:
+    """A failed sync in one line: the input's own message for what a user can fix (it names the
+    file); the exception's type as well for anything else."""
+    from earnings_sync.records import NotACalendarError
+    from earnings_sync.sources import SourceError
+    from earnings_sync.sync_identity import InvalidSyncMetadata
+
+    if isinstance(error, (NotACalendarError, SourceError, InvalidSyncMetadata)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
 def run_local(
     csv_paths: Sequence[str],
     *,
@@ -538,7 +551,7 @@ def run_local(
                     sync.duplicates, sync.messages = report["duplicates"], report["messages_sent"]
                     sync.records_enqueued = report["records_enqueued"]
                 if error is not None:
-                    sync.error = f"{type(error).__name__}: {error}"
+                    sync.error = sync_error_text(error)
                     sync.seconds = time.perf_counter() - sync_started
                     if not report:
                         break  # nothing was enqueued: an upstream error ends the run

@@ -36,6 +36,7 @@ class M(StrEnum):
     ENQUEUE_FAILURES = "EnqueueFailures"
     SEND_RETRIES = "SendRetries"
     UPSTREAM_ERRORS = "UpstreamErrors"
+    SYNC_ABORTED = "SyncAborted"
     SYNC_DURATION = "SyncDuration"
     SEND_THROTTLES = "SendThrottles"
     # consumer
@@ -131,7 +132,8 @@ _SPECS = (
     MetricSpec(M.ENQUEUE_FAILURES, _COUNT, (_P,), "messages still not sent after retries (the sync failed)"),
     MetricSpec(M.SEND_RETRIES, _COUNT, (_P,), "SendMessageBatch retries (SDK retries + resent Failed entries)"),
     MetricSpec(M.SEND_THROTTLES, _COUNT, (_P,), "throttled SQS/S3/SSM/ledger responses, retried ones included"),
-    MetricSpec(M.UPSTREAM_ERRORS, _COUNT, (_P,), "AlphaVantage answered something other than the calendar"),
+    MetricSpec(M.UPSTREAM_ERRORS, _COUNT, (_P,), "the source is not the calendar (an AlphaVantage error reply, or a file/object that is not the CSV)"),
+    MetricSpec(M.SYNC_ABORTED, _COUNT, (_P,), "syncs stopped part-way by an unexpected error (manifest marked aborted: ledger incomplete)"),
     MetricSpec(M.SYNC_DURATION, _MS, (_P,), "ms for a whole sync"),
     # consumer
     MetricSpec(M.MESSAGES_PROCESSED, _COUNT, (_C,), "messages handled"),
@@ -225,6 +227,7 @@ def emit_producer_metrics(metrics: Any, report: dict[str, Any], throttles: int =
     add_metric(metrics, M.SEND_RETRIES, report["send_retries"])
     add_metric(metrics, M.SEND_THROTTLES, throttles)
     add_metric(metrics, M.LEDGER_WRITE_FAILURES, int(str(report.get("ledger", "")).startswith("failed")))
+    add_metric(metrics, M.SYNC_ABORTED, int(bool(report.get("aborted"))))
     add_metric(metrics, M.SYNC_DURATION, report["duration_ms"])
 
 

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import contextlib
-import io
+import os
+import stat
 import time
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from earnings_sync.ledger import MAX_NOTED, Manifest, SyncLedger
 from earnings_sync.messages import batch_entries, build_messages, decode_envelope
-from earnings_sync.records import EarningsRecord, ParseStats, Rejection, iter_symbol_groups, parse_csv, symbols_contiguous
+from earnings_sync.records import (
+    SYMBOL_RE,
+    EarningsRecord,
+    ParseStats,
+    NotACalendarError,
+    Rejection,
+    iter_symbol_groups,
+    parse_csv,
+    physical_lines,
+    printable,
+    scrub,
+    symbols_contiguous,
+)
 from earnings_sync.sync_identity import check_synced_at, new_sync_identity
 from earnings_sync.table import backoff_delays
 
@@ -40,6 +55,8 @@ class SyncReport:
     duplicate_keys: list[dict[str, Any]] = field(default_factory=list)  # the first few, with both fiscal periods
     seq_records: list[int] = field(default_factory=list)  # records per message, by seq (the ledger's manifest)
     ledger: str = "off"  # recorded / failed: <why> / off (no ledger table configured)
+    blank_lines: int = 0  # empty lines: not rows, but every physical line is accounted for
+    aborted: str = ""  # why the sync stopped before the end of its input (where and why); empty: it did not
 
     @property
     def rejected_total(self) -> int:
@@ -47,7 +64,7 @@ class SyncReport:
 
     @property
     def complete(self) -> bool:
-        return not self.failed_messages
+        return not self.failed_messages and not self.aborted
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +72,7 @@ class SyncReport:
             "synced_at": self.synced_at,
             "source": self.source,
             "rows": self.rows,
+            "blank_lines": self.blank_lines,
             "records": self.records,
             "duplicates": self.duplicates,
             "rejected": dict(sorted(self.rejected.items())),
@@ -67,13 +85,9 @@ class SyncReport:
             "failed_messages": self.failed_messages,
             "duplicate_keys": self.duplicate_keys,
             "ledger": self.ledger,
+            "aborted": self.aborted,
             "duration_ms": round(self.duration_ms, 1),
         }
-
-
-def _open_lines(path: Path) -> IO[str]:
-    """Lines of a local file (newline='' lets the csv module see CRLF pairs)."""
-    return open(path, encoding="utf-8-sig", errors="replace", newline="")  # noqa: SIM115
 
 
 class EnqueueError(Exception):
@@ -82,6 +96,61 @@ class EnqueueError(Exception):
     def __init__(self, report: SyncReport) -> None:
         super().__init__(f"{len(report.failed_messages)} of {report.messages} messages could not be sent")
         self.report = report
+
+
+class SyncAborted(Exception):
+    """Something unexpected stopped a sync part-way; its manifest says so (the ledger: incomplete)."""
+
+    def __init__(self, report: SyncReport) -> None:
+        super().__init__(f"sync {report.sync_id} aborted: {report.aborted}")
+        self.report = report
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a local path cannot be read as a file at all (missing, a directory, no permission)."""
+    shown = printable(str(path))
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"cannot open {shown}: no such file"
+    except NotADirectoryError:
+        return f"cannot open {shown}: a part of its path is a file, not a directory"
+    except OSError as exc:
+        return f"cannot open {shown}: {(exc.strerror or type(exc).__name__).lower()}"
+    if stat.S_ISDIR(mode):
+        return f"{shown} is a directory, not a CSV file"
+    if not stat.S_ISREG(mode):
+        return f"{shown} is not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"cannot read {shown}: permission denied"
+    return None
+
+
+def check_source_file(path: Path) -> str | None:
+    """A one-line problem with a local CSV, from its first lines only, or None when it looks right.
+
+    For checking every argument before any work starts: the same checks a sync makes before it
+    sends anything (header, quota row, JSON/HTML replies, encoding), on the file's first block
+    (64 KiB; a JSON reply up to 64 KiB more), and never quoting what the file holds.
+    """
+    problem = _file_problem(path)
+    if problem is not None:
+        return problem
+    shown = printable(str(path))
+    try:
+        with open(path, "rb") as handle:
+            next(parse_csv(handle, source_name=shown), None)
+    except NotACalendarError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read {shown}: {exc.strerror or type(exc).__name__}"
+    return None
+
+
+def _primed(items: Iterator[Any]) -> Iterator[Any]:
+    """Pull the first item now, so a body that is not the calendar fails before anything happens."""
+    first = next(items, None)
+    return items if first is None else chain((first,), items)
 
 
 def message_attributes(sync_id: str, synced_at: str, record_count: int) -> dict[str, dict[str, str]]:
@@ -122,18 +191,22 @@ class SyncProducer:
 
     def run(
         self,
-        source: str | bytes | Path | Iterable[str],
+        source: str | bytes | Path | Iterable[str] | Iterable[bytes],
         *,
         source_name: str,
         synced_at: str | None = None,
         secrets: Iterable[str] = (),
+        from_alphavantage: bool = False,
     ) -> SyncReport:
-        """Raises UpstreamError (nothing sent) or EnqueueError (after sending all it could).
+        """Raises NotACalendarError / UpstreamError (nothing sent), EnqueueError (after sending all
+        it could) or SyncAborted (something unexpected stopped it; its manifest is still written).
 
-        A re-readable source (text, bytes, a file path) is first scanned for symbol contiguity;
-        when every symbol's rows form one run (AlphaVantage sorts by symbol) records stream through
-        to the queue with memory bounded by one batch, otherwise groups are buffered to the end.
-        Nothing is sent before the header and the first data row have passed the upstream checks.
+        A re-readable source (text, bytes, a file path), once its first lines proved it a calendar,
+        is scanned for symbol contiguity; when every symbol's rows form one run (AlphaVantage sorts
+        by symbol) records stream through to the queue with memory bounded by one batch, otherwise
+        groups are buffered to the end. Nothing is registered or sent before the header and the
+        first data row have passed the checks. `from_alphavantage` lets a not-the-calendar error
+        quote the reply (`secrets` masked); any other source is only described.
         """
         started = time.perf_counter()
         sync_id, synced_at = new_sync_identity(synced_at)
@@ -161,36 +234,50 @@ class SyncProducer:
                 report.seq_records.append(count)
                 yield body, message_attributes(sync_id, synced_at, count)
 
+        secrets = [s for s in secrets if s]
         with contextlib.ExitStack() as stack:
-            if isinstance(source, Path):
-                contiguous = symbols_contiguous(stack.enter_context(_open_lines(source)))
-                lines: Iterable[str] | str | bytes = stack.enter_context(_open_lines(source))
-            elif isinstance(source, (str, bytes)):
-                text = source.decode("utf-8-sig", errors="replace") if isinstance(source, bytes) else source
-                contiguous = symbols_contiguous(io.StringIO(text, newline=""))
-                lines = text
+            body: Any = stack.enter_context(open(source, "rb")) if isinstance(source, Path) else source  # noqa: SIM115
+            items = _primed(parse_csv(body, secrets, source_name=source_name, from_alphavantage=from_alphavantage, stats=stats))
+            if isinstance(source, Path):  # a second pass over the file, once its first lines proved it a calendar
+                with open(source, "rb") as again:
+                    contiguous = symbols_contiguous(physical_lines(again))
             else:
-                contiguous, lines = False, source
+                contiguous = isinstance(source, (str, bytes)) and symbols_contiguous(physical_lines(source))
             if self.ledger is not None:
                 # before the first send (a failure here aborts a sync that has sent nothing)
                 self.ledger.register_sync(sync_id, synced_at)
-            groups = iter_symbol_groups(parse_csv(lines, secrets), stats, reject, duplicate, contiguous=contiguous)
-            bodies = numbered(build_messages(groups, sync_id, synced_at, self.max_records, self.max_payload_bytes))
-            for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):
-                self._send_batch(batch, report)
-        report.rows, report.records, report.duplicates = stats.rows, stats.records, stats.duplicates
-        report.rejected = stats.rejected
-        self._record_manifest(report)
-        report.duration_ms = (time.perf_counter() - started) * 1000
+            try:
+                groups = iter_symbol_groups(items, stats, reject, duplicate, contiguous=contiguous)
+                bodies = numbered(build_messages(groups, sync_id, synced_at, self.max_records, self.max_payload_bytes))
+                for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):
+                    self._send_batch(batch, report)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, the ledger must say the sync stopped
+                report.aborted = scrub(
+                    f"stopped after line {stats.lines:,} of {source_name}, {report.messages_sent:,} message(s) sent: "
+                    f"{type(exc).__name__}: {exc}",
+                    secrets,
+                )
+                self._finish(report, stats, started)
+                raise SyncAborted(report) from exc
+        self._finish(report, stats, started)
         if report.failed_messages:
             raise EnqueueError(report)
         return report
+
+    def _finish(self, report: SyncReport, stats: ParseStats, started: float) -> None:
+        report.rows, report.records, report.duplicates = stats.rows, stats.records, stats.duplicates
+        report.rejected, report.blank_lines = stats.rejected, stats.blank_lines
+        self._record_manifest(report)
+        report.duration_ms = (time.perf_counter() - started) * 1000
 
     def _record_manifest(self, report: SyncReport) -> None:
         """The ledger's left-hand side. A failure is reported, not raised: the sync itself is done,
         and the ledger will show it without a manifest (incomplete) rather than lose it."""
         if self.ledger is None:
             return
+        unsent = [f["seq"] for f in report.failed_messages if f.get("seq") is not None]
+        unsent += range(report.messages, len(report.seq_records))  # built, never handed to SQS (an abort)
+        unsent_error = report.failed_messages[0]["error"] if report.failed_messages else report.aborted
         manifest = Manifest(
             sync_id=report.sync_id,
             synced_at=report.synced_at,
@@ -200,10 +287,11 @@ class SyncProducer:
             duplicates=report.duplicates,
             rejected=dict(report.rejected),
             seq_records=report.seq_records,
-            unsent=[f["seq"] for f in report.failed_messages if f.get("seq") is not None],
-            unsent_error=report.failed_messages[0]["error"] if report.failed_messages else "",
+            unsent=unsent,
+            unsent_error=unsent_error,
             rejections=report.rejections[:MAX_NOTED],
             duplicate_keys=report.duplicate_keys,
+            aborted=report.aborted,
         )
         try:
             self.ledger.write_manifest(manifest)
@@ -262,6 +350,41 @@ class SyncProducer:
         )
 
 
+PATH_EVENTS_REFUSED = (
+    "this function reads S3 objects and AlphaVantage only: {\"path\": ...} events are for the local runner "
+    "and the CLI (ALLOW_PATH_EVENTS)"
+)
+
+
+def _s3_reference(event: dict[str, Any]) -> tuple[Any, Any] | None:
+    """(bucket, key) from `{"s3": {...}}` or an S3 notification, else None.
+
+    Notification keys arrive URL-encoded (a space as `+`, `+` as `%2B`) and are decoded here.
+    """
+    direct = event.get("s3")
+    if direct is not None:
+        if not isinstance(direct, dict):
+            raise _source_error('an "s3" event needs {"bucket": ..., "key": ...}')
+        return direct.get("bucket"), direct.get("key")
+    records = event.get("Records")
+    if records is None:
+        return None
+    try:
+        notification = records[0]["s3"]
+        bucket, key = notification["bucket"]["name"], notification["object"]["key"]
+    except (KeyError, IndexError, TypeError):
+        raise _source_error("a Records event must be an S3 notification (Records[0].s3.bucket.name, .object.key)") from None
+    if not isinstance(key, str):
+        raise _source_error("the S3 notification's object key is not text")
+    return bucket, urllib.parse.unquote_plus(key)
+
+
+def _source_error(message: str) -> Exception:
+    from earnings_sync.sources import SourceError
+
+    return SourceError(message)
+
+
 def sync_from_event(
     event: dict[str, Any],
     settings: Any,
@@ -277,14 +400,18 @@ def sync_from_event(
 ) -> SyncReport:
     """Pick the source the event names and run one sync from it.
 
-    Event shapes: `{"path": "/x.csv"}`, `{"s3": {"bucket": b, "key": k}}`, an S3 notification
-    (`Records[0].s3`), or anything else (e.g. the schedule's `{"source": "alphavantage"}`) →
-    fetch from AlphaVantage. `synced_at` may be given to backfill an old snapshot as an old sync;
-    it is checked first (sync_identity.check_synced_at: strict, not in the future), and a bad one
-    raises InvalidSyncMetadata before any source is read.
+    Event shapes: `{"s3": {"bucket": b, "key": k}}`, an S3 notification (`Records[0].s3`, key
+    URL-decoded), `{"path": "/x.csv"}` only where `settings.allow_path_events` is set (the local
+    runner and the CLI; never on Lambda), or anything else (e.g. the schedule's
+    `{"source": "alphavantage"}`) → fetch from AlphaVantage. `synced_at` may be given to backfill
+    an old snapshot as an old sync. It is checked first
+    (sync_identity.check_synced_at: strict, not in the future), and a bad one raises
+    InvalidSyncMetadata before any source is read.
     """
     from earnings_sync import sources  # local import: the HTTP code is only needed on this path
 
+    if not isinstance(event, dict):
+        raise sources.SourceError(f"the event must be a JSON object, got {type(event).__name__}")
     producer = SyncProducer(
         sqs,
         settings.queue_url,
@@ -298,30 +425,37 @@ def sync_from_event(
     synced_at = event.get("synced_at")
     if synced_at is not None:
         check_synced_at(synced_at)  # before anything is read: a bad time fails the invocation, nothing is sent
-    s3_ref = event.get("s3")
-    if not s3_ref and event.get("Records"):
-        notification = event["Records"][0].get("s3", {})
-        s3_ref = {"bucket": notification.get("bucket", {}).get("name"), "key": notification.get("object", {}).get("key")}
-    if event.get("path"):
+    if "path" in event:
+        if not getattr(settings, "allow_path_events", False):
+            raise sources.SourceError(PATH_EVENTS_REFUSED)  # the file is never opened
+        if not isinstance(event["path"], str) or not event["path"]:
+            raise sources.SourceError('"path" must name a file')
         path = Path(event["path"])
-        if not path.is_file():
-            raise sources.SourceError(f"cannot open {path}: no such file")
-        return producer.run(path, source_name=str(path), synced_at=synced_at)
-    if s3_ref:
-        bucket, key = s3_ref.get("bucket"), s3_ref.get("key")
-        if not bucket or not key:
-            raise sources.SourceError(f"S3 source needs bucket and key, got {s3_ref!r}")
+        problem = _file_problem(path)
+        if problem is not None:
+            raise sources.SourceError(problem)
+        return producer.run(path, source_name=printable(str(path)), synced_at=synced_at)
+    s3_ref = _s3_reference(event)
+    if s3_ref is not None:
+        bucket, key = s3_ref
+        if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
+            raise sources.SourceError("an S3 source needs a bucket and a key (both text)")
         body = sources.read_s3_object(s3, bucket, key)
-        return producer.run(body, source_name=f"s3://{bucket}/{key}", synced_at=synced_at)
+        return producer.run(body, source_name=printable(f"s3://{bucket}/{key}"), synced_at=synced_at)
     api_key = sources.resolve_api_key(settings, ssm)
     horizon = event.get("horizon", settings.alphavantage_horizon)
+    symbol = event.get("symbol")
+    if symbol is not None and (not isinstance(symbol, str) or SYMBOL_RE.fullmatch(symbol) is None):
+        raise sources.SourceError('"symbol" must be a ticker symbol (A-Z, 0-9, ".", "-", "_")')
     body = sources.fetch_alphavantage(
         api_key,
         horizon=horizon,
-        symbol=event.get("symbol"),
+        symbol=symbol,
         base_url=settings.alphavantage_url,
         timeout=settings.http_timeout_seconds,
         attempts=settings.http_attempts,
         **({"opener": opener} if opener is not None else {}),
     )
-    return producer.run(body, source_name=f"alphavantage:{horizon}", synced_at=synced_at, secrets=[api_key])
+    return producer.run(
+        body, source_name=f"alphavantage:{horizon}", synced_at=synced_at, secrets=[api_key], from_alphavantage=True
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.parse
@@ -9,6 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from earnings_sync.records import printable, scrub
 from earnings_sync.settings import Settings
 from earnings_sync.table import backoff_delays
 
@@ -16,7 +18,8 @@ HORIZONS = ("3month", "6month", "12month")
 
 
 class SourceError(Exception):
-    """The snapshot could not be obtained (network, HTTP status, missing object or file)."""
+    """The snapshot could not be obtained (network, HTTP status, missing object or file, an event
+    naming a source this function does not read); the text never holds the API key."""
 
 
 def resolve_api_key(settings: Settings, ssm: Any | None) -> str:
@@ -32,6 +35,23 @@ def resolve_api_key(settings: Settings, ssm: Any | None) -> str:
     raise SourceError("no AlphaVantage API key: set ALPHAVANTAGE_API_KEY or ALPHAVANTAGE_API_KEY_PARAMETER")
 
 
+def url_problem(url: str) -> str | None:
+    """Why ALPHAVANTAGE_URL cannot be requested, or None; never quotes it (it may carry a key)."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "ALPHAVANTAGE_URL contains whitespace or control characters"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "ALPHAVANTAGE_URL must be an http:// or https:// URL with a host"
+    return None
+
+
+def _masked(text: str, api_key: str, url: str) -> str:
+    """An error text with the request URL and the key taken out."""
+    if url:
+        text = text.replace(url, "<url>")
+    return scrub(text, [api_key] if api_key else [])
+
+
 def fetch_alphavantage(
     api_key: str,
     *,
@@ -43,9 +63,16 @@ def fetch_alphavantage(
     opener: Callable[..., Any] = urllib.request.urlopen,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bytes:
-    """GET the EARNINGS_CALENDAR CSV; retries connection errors and 5xx, never echoes the key."""
+    """GET the EARNINGS_CALENDAR CSV; retries connection errors and 5xx, never echoes the key.
+
+    Whatever the opener raises ends as a `SourceError` whose text holds neither the key nor the
+    URL; a URL the HTTP client refuses (`http.client.InvalidURL`) is not retried.
+    """
     if horizon not in HORIZONS:
-        raise SourceError(f"horizon must be one of {', '.join(HORIZONS)}, got {horizon!r}")
+        raise SourceError(f"horizon must be one of {', '.join(HORIZONS)}, got {printable(repr(horizon))[:40]}")
+    bad_url = url_problem(base_url)
+    if bad_url is not None:
+        raise SourceError(bad_url)
     query = {"function": "EARNINGS_CALENDAR", "horizon": horizon, "apikey": api_key}
     if symbol:
         query["symbol"] = symbol
@@ -59,9 +86,13 @@ def fetch_alphavantage(
             problem = f"HTTP {exc.code}"
             if exc.code < 500 and exc.code != 429:
                 raise SourceError(f"AlphaVantage answered {problem}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        except http.client.InvalidURL:
+            raise SourceError("ALPHAVANTAGE_URL is refused by the HTTP client (invalid URL)") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
-            problem = f"{type(exc).__name__}: {str(reason).replace(api_key, '***') if api_key else reason}"
+            problem = f"{type(exc).__name__}: {_masked(str(reason), api_key, url)}"
+        except Exception as exc:  # noqa: BLE001 - anything else from the opener: a clear error, never the URL
+            raise SourceError(f"cannot fetch from AlphaVantage ({type(exc).__name__}: {_masked(str(exc), api_key, url)})") from None
         delay = next(delays, None)
         if delay is None:
             raise SourceError(f"AlphaVantage unreachable after {attempts} attempts ({problem})")
@@ -71,5 +102,5 @@ def fetch_alphavantage(
 def read_s3_object(s3: Any, bucket: str, key: str) -> bytes:
     try:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as exc:  # noqa: BLE001
-        raise SourceError(f"cannot read s3://{bucket}/{key}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - botocore's text names the error code, never the content
+        raise SourceError(f"cannot read {printable(f's3://{bucket}/{key}')}: {printable(str(exc))}") from exc

@@ -11,9 +11,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from earnings_sync import aws
 from earnings_sync.observability import NAMESPACE, SERVICE, M, add_metric, emit_memory_metrics, emit_producer_metrics
 from earnings_sync.ledger import SyncLedger
-from earnings_sync.producer import EnqueueError, SyncReport, sync_from_event
-from earnings_sync.records import EarningsRecord, Rejection, UpstreamError
+from earnings_sync.producer import EnqueueError, SyncAborted, SyncReport, sync_from_event
+from earnings_sync.records import EarningsRecord, NotACalendarError, Rejection, UpstreamError
 from earnings_sync.settings import Settings
+from earnings_sync.sources import SourceError
 
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
 metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE), service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
@@ -55,7 +56,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
 
     sqs = aws.client("sqs", max_attempts=settings.aws_max_attempts)
-    s3 = aws.client("s3") if ("s3" in event or "Records" in event) else None
+    s3 = aws.client("s3") if isinstance(event, dict) and ("s3" in event or "Records" in event) else None
     ssm = aws.client("ssm") if settings.alphavantage_api_key_parameter else None
     ledger = None
     if settings.ledger_table:
@@ -68,14 +69,25 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                     event, settings, sqs=sqs, s3=s3, ssm=ssm,
                     on_start=on_start, on_rejection=on_rejection, on_duplicate=on_duplicate, ledger=ledger,
                 )
-            except UpstreamError as exc:
+            except NotACalendarError as exc:  # AlphaVantage's error replies and files/objects that are no calendar
                 add_metric(metrics, M.UPSTREAM_ERRORS, 1)
-                logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
+                if isinstance(exc, UpstreamError):
+                    logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
+                else:
+                    logger.error("not an earnings calendar, nothing enqueued", extra={"kind": exc.kind, "problem": exc.message})
+                raise
+            except SourceError as exc:
+                logger.error("source unavailable, nothing enqueued", extra={"problem": str(exc)})
                 raise
             except EnqueueError as exc:
                 summary = exc.report.as_dict()
                 emit_producer_metrics(metrics, summary, throttles.count)
                 logger.error("sync incomplete: messages not sent", extra={"sync": _loggable(summary), "throttles": throttles.count})
+                raise
+            except SyncAborted as exc:
+                summary = exc.report.as_dict()
+                emit_producer_metrics(metrics, summary, throttles.count)
+                logger.error("sync aborted", extra={"reason": exc.report.aborted, "sync": _loggable(summary), "throttles": throttles.count})
                 raise
     finally:
         memory = emit_memory_metrics(metrics, context)

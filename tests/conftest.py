@@ -73,6 +73,7 @@ def handler_env(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[st
         for name, value in resources.environments.get(function, {}).items():
             monkeypatch.setenv(name, str(value))
     monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("ALLOW_PATH_EVENTS", "true")  # as the local runner: the tests hand the producer files
     return aws
 
 

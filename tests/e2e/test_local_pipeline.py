@@ -80,7 +80,9 @@ def test_cli_json_summary_export_and_exit_codes(tmp_path: Path, capsys: pytest.C
     # A quota reply saved in place of the calendar is refused before anything runs, naming the file.
     assert main(["local", str(older), str(quota)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == f"earnings-sync local: {quota}: not a calendar CSV: a JSON 'Information': {QUOTA}\n"
+    assert out == ""  # refused before anything runs
+    assert "quota.csv holds an AlphaVantage JSON 'Information' reply" in err  # described, never quoted: a file is no upstream
+    assert "25 requests per day" not in err and "upstream" not in err and err.count("\n") == 1
 
     assert main(["local", str(tmp_path / "nope.csv")]) == 2
     assert "nope.csv: no such file" in capsys.readouterr().err

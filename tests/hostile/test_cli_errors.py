@@ -253,13 +253,13 @@ def test_export_over_an_input_file_is_refused(calendar: Path, capsys: pytest.Cap
 @pytest.mark.usefixtures("no_emulator")
 def test_a_directory_as_csv_argument_says_it_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["local", str(tmp_path)]) == 2
-    assert error_line(capsys) == f"earnings-sync local: {tmp_path}: is a directory"
+    assert error_line(capsys) == f"earnings-sync local: {tmp_path} is a directory, not a CSV file"
 
 
 @pytest.mark.usefixtures("no_emulator")
 def test_a_missing_file_says_no_such_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["local", str(tmp_path / "nope.csv")]) == 2
-    assert error_line(capsys) == f"earnings-sync local: {tmp_path / 'nope.csv'}: no such file"
+    assert error_line(capsys) == f"earnings-sync local: cannot open {tmp_path / 'nope.csv'}: no such file"
 
 
 @pytest.mark.usefixtures("no_emulator")
@@ -268,11 +268,11 @@ def test_an_empty_file_is_called_empty_not_an_upstream_error(tmp_path: Path, cap
     empty.write_bytes(b"")
     assert main(["local", str(empty)]) == 2
     line = error_line(capsys)
-    assert line == f"earnings-sync local: {empty}: empty file" and "upstream" not in line
+    assert line == f"earnings-sync local: {empty} is empty" and "upstream" not in line
     blank = tmp_path / "blank.csv"
     blank.write_bytes(b"\xef\xbb\xbf\r\n\n  \n")
     assert main(["local", str(blank)]) == 2
-    assert error_line(capsys) == f"earnings-sync local: {blank}: holds no calendar header (only blank lines)"
+    assert error_line(capsys) == f"earnings-sync local: {blank} holds only blank lines, no calendar header"
 
 
 @pytest.mark.usefixtures("no_emulator")
@@ -281,24 +281,24 @@ def test_binary_garbage_is_refused_with_a_printable_message(tmp_path: Path, caps
     garbage.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x1b[2J\x07\xff\xfe")
     assert main(["local", str(garbage)]) == 2
     line = error_line(capsys)
-    assert line.startswith(f"earnings-sync local: {garbage}: not a calendar CSV: its first line is not UTF-8 text")
-    assert "\\x89PNG\\r" in line  # escaped, never raw
+    assert line == f"earnings-sync local: {garbage}: the first line is not UTF-8 text (a Latin-1/cp1252 export? re-save it as UTF-8)"
+    assert "PNG" not in line  # described, never quoted
 
     terminal = tmp_path / "escapes.csv"  # valid UTF-8, but a terminal would act on it
     terminal.write_bytes(b"\x1b[2J\x1b]0;title\x07symbol,name\x00\x08\n")
     assert main(["local", str(terminal)]) == 2
     line = error_line(capsys)
-    assert "an unexpected header: \\x1b[2J\\x1b]0;title\\x07symbol,name\\x00\\x08" in line
+    assert line == f"earnings-sync local: {terminal} looks binary (NUL bytes in the first line), not the calendar CSV"
 
 
 @pytest.mark.usefixtures("no_emulator")
-def test_a_saved_quota_reply_is_refused_with_its_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_saved_quota_reply_is_refused_as_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     quota = tmp_path / "quota.csv"
     quota.write_text(QUOTA_REPLY)
     assert main(["local", str(quota)]) == 2
     assert error_line(capsys) == (
-        f"earnings-sync local: {quota}: not a calendar CSV: a JSON 'Information': "
-        "Thank you for using Alpha Vantage! Our standard API rate limit is 25 requests per day."
+        f"earnings-sync local: {quota} holds an AlphaVantage JSON 'Information' reply (an error or quota answer), "
+        "not the calendar CSV"
     )
 
 
@@ -309,7 +309,7 @@ def test_an_unreadable_file_is_refused(calendar: Path, capsys: pytest.CaptureFix
     calendar.chmod(0)
     try:
         assert main(["local", str(calendar)]) == 2
-        assert error_line(capsys) == f"earnings-sync local: {calendar}: cannot be read: permission denied"
+        assert error_line(capsys) == f"earnings-sync local: cannot read {calendar}: permission denied"
     finally:
         calendar.chmod(0o644)
 
@@ -319,7 +319,7 @@ def test_a_fifo_is_not_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixt
     fifo = tmp_path / "calendar.csv"
     os.mkfifo(fifo)  # reading it would block until a writer came
     assert main(["local", str(fifo)]) == 2
-    assert error_line(capsys) == f"earnings-sync local: {fifo}: not a regular file"
+    assert error_line(capsys) == f"earnings-sync local: {fifo} is not a regular file"
 
 
 @pytest.mark.usefixtures("no_emulator")
@@ -328,7 +328,7 @@ def test_an_empty_file_among_good_ones_is_refused_up_front_naming_it(calendar: P
     empty.write_text("")
     later.write_text(csv_text(*ROWS))
     assert main(["local", str(calendar), str(empty), str(later)]) == 2
-    assert error_line(capsys) == f"earnings-sync local: {empty}: empty file"
+    assert error_line(capsys) == f"earnings-sync local: {empty} is empty"
 
 
 @pytest.mark.usefixtures("no_emulator")
@@ -353,7 +353,7 @@ def test_audit_csv_garbage_prints_no_report(tmp_path: Path, capsys: pytest.Captu
     assert main(["audit", "--csv", str(garbage)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "Traceback" not in err
-    assert err.strip() == f"earnings-sync audit: {garbage}: not a calendar CSV: an unexpected header: \\x00\\x01\\x02 not a calendar"
+    assert err.strip() == f"earnings-sync audit: {garbage} looks binary (NUL bytes in the first line), not the calendar CSV"
 
 
 @pytest.mark.usefixtures("no_emulator")
@@ -368,7 +368,7 @@ def test_local_and_every_csv_command_give_the_same_exit_code_for_the_same_empty_
     }
     for name, argv in commands.items():
         assert main(argv) == 2, name
-        assert error_line(capsys) == f"earnings-sync {name}: {empty}: empty file"
+        assert error_line(capsys) == f"earnings-sync {name}: {empty} is empty"
 
 
 # --------------------------------------------------------------------------- a multi-file run that stops early
@@ -396,7 +396,7 @@ def test_a_sync_failing_mid_run_names_the_files_it_did_not_sync(
     assert f"NOT synced: {second}, {third} (stopped after the failed sync)" in out
     assert "every sync complete" not in out and "ledger: NOT every sync is complete" in out
     errors = err.splitlines()
-    assert errors[0].startswith(f"earnings-sync local: {second}: UpstreamError: ") and "25 requests per day" in errors[0]
+    assert errors[0] == f"earnings-sync local: {second} holds an AlphaVantage JSON 'Information' reply (an error or quota answer), not the calendar CSV"
     assert errors[1] == f"earnings-sync local: not synced (an earlier sync failed): {third}"
 
     second.write_text(csv_text(*ROWS))
@@ -427,7 +427,7 @@ def test_ledger_csv_names_the_files_a_failed_run_did_not_sync(
     out, err = capsys.readouterr()
     shown = json.loads(out)
     assert shown["complete"] is False and [s["status"] for s in shown["syncs"]] == ["complete"]
-    assert err.startswith(f"earnings-sync ledger: {second}: UpstreamError: ") and len(err.splitlines()) == 1
+    assert err.startswith(f"earnings-sync ledger: {second} holds an AlphaVantage JSON") and len(err.splitlines()) == 1
 
 
 def test_local_exits_1_when_the_ledger_is_not_complete(
@@ -449,7 +449,7 @@ def test_local_exits_1_when_the_ledger_is_not_complete(
 @pytest.mark.usefixtures("no_emulator")
 def test_a_path_through_a_file_is_not_a_directory(calendar: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["local", f"{calendar}/x.csv"]) == 2
-    assert error_line(capsys) == f"earnings-sync local: {calendar}/x.csv: not a directory"
+    assert error_line(capsys) == f"earnings-sync local: cannot open {calendar}/x.csv: a part of its path is a file, not a directory"
 
 
 def test_summary_counts_only_the_files_synced() -> None:
@@ -519,7 +519,7 @@ def test_no_traceback_reaches_the_terminal(tmp_path: Path, closed_endpoint: str)
     runs = [
         ("no AWS credentials", ["ledger"], {}),
         (f"cannot reach {closed_endpoint}", ["audit", "--endpoint-url", closed_endpoint], fake_credentials),
-        ("its first line is not UTF-8 text", ["local", str(garbage)], {}),
+        ("the first line is not UTF-8 text", ["local", str(garbage)], {}),
     ]
     for expected, argv, extra in runs:
         done = subprocess.run(

@@ -14,7 +14,7 @@ from earnings_sync import aws as aws_clients
 from earnings_sync.local import LambdaContext, invoke
 from earnings_sync.messages import SyncMessage
 from earnings_sync.observability import M
-from earnings_sync.records import UpstreamError
+from earnings_sync.records import NotACalendarError, UpstreamError
 from earnings_sync.sources import SourceError
 from producers import app
 from tests.conftest import SAMPLE_CSV, csv_text
@@ -56,7 +56,7 @@ def test_local_file_sync_enqueues_every_record_once(handler_env: dict[str, Any],
     decoded = msgspec.json.decode(messages[0]["Body"], type=SyncMessage)
     assert decoded.sync_id == report["sync_id"] and decoded.synced_at == report["synced_at"]
     assert {(r.asset_symbol, r.earnings_date): r.estimate for r in decoded.records} == {
-        ("A", "2025-08-19"): "1.40",  # the later duplicate row won
+        ("A", "2025-08-19"): "1.4",  # the later duplicate row won, its estimate in canonical form
         ("AA", "2025-10-15"): "0.2737",
         ("AA", "2026-01-20"): "0.5",
     }
@@ -125,11 +125,12 @@ def test_alphavantage_key_from_ssm_and_upstream_json_enqueues_nothing(handler_en
     assert drain(sqs, handler_env["resources"].queue_url) == []
 
 
-def test_handler_upstream_error_fails_the_invocation_and_counts_it(handler_env: dict[str, Any], tmp_path: Any) -> None:
+def test_handler_not_a_calendar_fails_the_invocation_and_counts_it(handler_env: dict[str, Any], tmp_path: Any) -> None:
     path = tmp_path / "quota.csv"
     path.write_text("symbol,name,reportDate,fiscalDateEnding,estimate,currency\r\nI,n,f,o,r,m,a\r\n")
     _, metrics, error = run({"path": str(path)})
-    assert isinstance(error, UpstreamError)
+    assert isinstance(error, NotACalendarError) and not isinstance(error, UpstreamError)  # a file is not upstream
+    assert error.kind == "quota_row" and str(path) in str(error) and "upstream" not in str(error)
     assert metrics[M.UPSTREAM_ERRORS] == 1
     assert drain(handler_env["sqs"], handler_env["resources"].queue_url) == []
 

@@ -145,3 +145,15 @@ def test_replay_token_and_entries() -> None:
     assert replay_token({"failure_kind": {"stringValue": "poison"}}) == "-#0"  # a native move of a DLQ message
     assert MessageOutcome(SYNC, 7, "i", replay="T#1").entry == "m#000007#r#T#1"
     assert _plain(_attribute({"a": [1, None, "x", True]})) == {"a": [1, None, "x", True]}
+
+
+def test_an_aborted_sync_is_incomplete_even_when_every_sent_message_settled() -> None:
+    items = manifest([3, 2], rows=40)  # 40 rows read, 5 records sent, the rest never packed
+    items[0]["aborted"] = {"S": "stopped after line 41 of x.csv, 2 message(s) sent: RuntimeError: boom"}
+    report = account(SYNC, [*items, outcome(0, "iii"), outcome(1, "ii")])
+    assert report.status == "incomplete" and not report.accounted and not report.anomalies
+    assert report.problems() == [
+        "sync aborted by the producer: stopped after line 41 of x.csv, 2 message(s) sent: RuntimeError: boom; "
+        "the rest of the input was never read: run the sync again"
+    ]
+    assert report.as_dict()["aborted"].startswith("stopped after line 41") and "INCOMPLETE" in headline(report)

@@ -4,9 +4,11 @@ import pytest
 
 from earnings_sync.records import (
     EarningsRecord,
+    NotACalendarError,
     ParseStats,
     Rejection,
     UpstreamError,
+    canonical_estimate,
     group_by_symbol,
     parse_csv,
     record_problem,
@@ -69,6 +71,13 @@ def test_seven_column_file_reads_time_of_the_day() -> None:
         ("A,Agilent,2025-08-19,2025-07-31,1.37,US", "bad_currency"),
         ("A,Agilent,2025-08-19,2025-07-31,1.37,", "bad_currency"),
         ('A,"Agi\x01lent",2025-08-19,2025-07-31,1.37,USD', "bad_name"),
+        ('A,"Agilent,2025-08-19,2025-07-31,1.37,USD', "unterminated_quote"),
+        ('A,"Agi"lent,2025-08-19,2025-07-31,1.37,USD', "malformed_quotes"),
+        ("A,Agi\rlent,2025-08-19,2025-07-31,1.37,USD", "stray_cr"),
+        (f"A,{'x' * 9000},2025-08-19,2025-07-31,1.37,USD", "line_too_long"),
+        ("A,Agi\ufffdlent,2025-08-19,2025-07-31,1.37,USD", "bad_encoding"),
+        ("A,Agi\udce9lent,2025-08-19,2025-07-31,1.37,USD", "bad_encoding"),  # a lone surrogate (surrogateescape)
+        (f"A,Agilent,2025-08-19,2025-07-31,1.{'0' * 37}1,USD", "bad_estimate"),  # 39 significant digits
     ],
 )
 def test_each_rejection_reason_with_line_number(row: str, reason: str) -> None:
@@ -85,10 +94,12 @@ def test_bad_time_of_day_rejected() -> None:
     assert isinstance(rejected, Rejection) and rejected.reason == "bad_time_of_day"
 
 
-def test_line_numbers_count_quoted_multiline_fields() -> None:
-    rows = parse(csv_text('A,"two\nlines",2025-08-19,2025-07-31,1,USD', "B,b,bad,2025-07-31,1,USD"))
-    assert isinstance(rows[0], Rejection) and rows[0].reason == "bad_name"
-    assert rows[1].line == 4
+def test_a_quoted_field_never_spans_lines() -> None:
+    rows = parse(csv_text('A,"two', 'lines",2025-08-19,2025-07-31,1,USD', "B,b,bad,2025-07-31,1,USD", GOOD))
+    assert [(r.line, r.reason) for r in rows if isinstance(r, Rejection)] == [
+        (2, "unterminated_quote"), (3, "column_count"), (4, "bad_report_date"),
+    ]
+    assert rows[-1] == EarningsRecord("A", "2025-08-19", "Agilent Technologies Inc", "2025-07-31", "1.37", "USD")
 
 
 @pytest.mark.parametrize(
@@ -108,11 +119,59 @@ def test_line_numbers_count_quoted_multiline_fields() -> None:
 )
 def test_upstream_error_shapes_are_detected_without_leaking_the_key(body: str, kind: str, fragment: str) -> None:
     with pytest.raises(UpstreamError) as caught:
-        list(parse_csv(body.encode(), secrets=["DEMOKEY123"]))
+        list(parse_csv(body.encode(), secrets=["DEMOKEY123"], from_alphavantage=True))
     message = str(caught.value)
     assert kind in caught.value.kind
     assert fragment in message
     assert "DEMOKEY123" not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "description"),
+    [
+        ('{"Information": "We have detected your API key as DEMOKEY123, 25 requests per day."}', "json", "JSON 'Information' reply"),
+        ('{"weird": 1}', "json", "starts like JSON"),
+        ("<html><body><h1>502 Bad Gateway</h1></body></html>", "html", "starts like HTML"),
+        ("", "empty", "snapshot.csv is empty"),
+        ("   \r\n\n", "empty", "snapshot.csv holds only blank lines, no calendar header"),
+        ("date,open,close\n2025-01-01,1,2\n", "header", "not the calendar header (3 fields; expected symbol,name,"),
+        ("root:x:0:0:root:/root:/bin/bash\n", "header", "(1 field; expected"),
+        ("\x7fELF\x02\x01\x00\x00\x00", "binary", "looks binary"),
+        (HEADER + "\nI,n,f,o,r,m,a\n", "quota_row", "quota row"),
+        ("symbol,name,reportDate\rA,b,c\r", "header", "carriage returns (classic Mac line endings?)"),
+        ('"unclosed,header\n', "header", "(unparsable quoting; expected"),
+        ("x" * 9000, "header", "the first line is over 8,192 bytes"),
+    ],
+)
+def test_other_sources_are_described_never_quoted(body: str, kind: str, description: str) -> None:
+    with pytest.raises(NotACalendarError) as caught:
+        list(parse_csv(body.encode(), secrets=["DEMOKEY123"], source_name="snapshot.csv"))
+    message = str(caught.value)
+    assert not isinstance(caught.value, UpstreamError) and caught.value.kind == kind
+    assert description in message and "snapshot.csv" in message
+    for content in ("DEMOKEY123", "Bad Gateway", "weird", "date,open", "root", "ELF", "upstream"):
+        assert content not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "fragment"),
+    [
+        (b"Soci\xe9t\xe9 DEMOKEY123\n", "not the calendar", "not UTF-8"),
+        (b"x" * 9000, "not the calendar", "over 8,192 bytes"),
+        (b'{"Note":\n"caf\xe9 DEMOKEY123"}', "malformed JSON", '{"Note":'),  # a reply line that is not UTF-8
+        (  # cut at 64 KiB, so not JSON
+            b'{"Information": "quota",\n' + b"".join(b'"k%d": "%s",\n' % (i, b"y" * 1000) for i in range(70)) + b'"end": 1}',
+            "malformed JSON",
+            '{"Information": "quota",',
+        ),
+        (b"[1, 2]", "JSON instead of CSV", "[1, 2]"),
+    ],
+)
+def test_an_alphavantage_reply_that_cannot_be_read_is_still_an_upstream_error(body: bytes, kind: str, fragment: str) -> None:
+    with pytest.raises(UpstreamError) as caught:
+        list(parse_csv(body, secrets=["DEMOKEY123"], from_alphavantage=True))
+    assert kind in caught.value.kind and fragment in str(caught.value) and "DEMOKEY123" not in str(caught.value)
+    assert len(str(caught.value)) < 400 and str(caught.value).isprintable()
 
 
 def test_duplicate_key_later_row_wins_and_is_counted() -> None:
@@ -143,6 +202,45 @@ def test_real_sample_parses_completely() -> None:
     assert stats.records == sum(len(g) for g in groups.values()) == 10285
 
 
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("1.", "1"),
+        (".5", "0.5"),
+        ("-.25", "-0.25"),
+        ("-0", "0"),
+        ("-0.00", "0"),
+        ("007.50", "7.5"),
+        ("1.370", "1.37"),
+        ("100", "100"),
+        ("0.0001000", "0.0001"),
+        ("-999999999.99", "-999999999.99"),
+        ("0." + "0" * 40 + "25", "0." + "0" * 40 + "25"),
+    ],
+)
+def test_estimate_canonical_forms(text: str, canonical: str) -> None:
+    [record] = parse(csv_text(f"A,n,2025-08-19,2025-07-31,{text},USD"))
+    assert isinstance(record, EarningsRecord) and record.estimate == canonical == canonical_estimate(text)
+    assert canonical_estimate(canonical) == canonical
+
+
+def test_record_problem_accepts_a_queued_estimate_written_another_way_and_nothing_else() -> None:
+    import msgspec
+
+    record = EarningsRecord("A", "2025-08-19", "n", "2025-07-31", "1.4", "USD")
+    for estimate in ("1.40", "01.4", "1.4000", "1.4"):  # what producers sent before estimates were normalized
+        assert record_problem(msgspec.structs.replace(record, estimate=estimate)) is None
+    for estimate in (" 1.4", "1.4e0", "", "+1.4", "1.4.0"):
+        assert record_problem(msgspec.structs.replace(record, estimate=estimate)).reason == "bad_estimate"
+    for field, value, reason in (
+        ("company_name", " n", "bad_name"),
+        ("asset_symbol", "A ", "bad_symbol"),
+        ("currency", " USD", "bad_currency"),
+        ("time_of_the_day", "", "bad_time_of_day"),
+    ):
+        assert record_problem(msgspec.structs.replace(record, **{field: value})).reason == reason
+
+
 def test_record_problem_rechecks_records_from_messages() -> None:
     assert record_problem(EarningsRecord("A", "2025-08-19", "n", "2025-07-31", "1", "USD")) is None
     assert record_problem(EarningsRecord("A", "2025-08-32", "n", "2025-07-31", "1", "USD")).reason == "bad_report_date"
@@ -161,3 +259,23 @@ def test_contiguity_check_and_streaming_groups() -> None:
         groups = list(iter_symbol_groups(parse_csv(text), stats, contiguous=contiguous))
         assert [[r.asset_symbol for r in g] for g in groups] == [["A"], ["B"]]
         assert groups[0][0].estimate == "2" and stats.duplicates == 1 and stats.records == 2
+
+
+def test_the_readme_explains_every_rejection_reason() -> None:
+    from earnings_sync.records import REJECT_REASONS
+    from tests.conftest import ROOT
+
+    producer_section = (ROOT / "README.md").read_text().split("### The producer", 1)[1].split("\n### ", 1)[0]
+    table = [line for line in producer_section.splitlines() if line.startswith("| `")]
+    documented = {reason.strip().strip("`") for line in table for reason in line.split("|")[1].split(",")}
+    assert documented == set(REJECT_REASONS)
+
+
+def test_detect_upstream_error_makes_the_checks_a_parse_makes_first() -> None:
+    from earnings_sync.records import detect_upstream_error
+
+    assert detect_upstream_error(csv_text(GOOD)) is None and detect_upstream_error(HEADER) is None
+    described = detect_upstream_error('{"Information": "25 requests per day"}', source_name="q.csv")
+    assert isinstance(described, NotACalendarError) and described.kind == "json" and "25 requests" not in str(described)
+    quoted = detect_upstream_error(b'{"Note": "slow down, KEY9"}', ["KEY9"], from_alphavantage=True)
+    assert isinstance(quoted, UpstreamError) and str(quoted) == "upstream returned a JSON 'Note': slow down, ***"

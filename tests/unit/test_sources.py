@@ -86,3 +86,33 @@ def test_sync_identity_is_sortable_and_checked() -> None:
     assert first != sync_id
     with pytest.raises(ValueError, match="synced_at"):
         new_sync_identity("yesterday")
+
+
+def test_a_body_cut_short_is_retried_like_a_connection_error() -> None:
+    import http.client
+
+    opener = Flaky(http.client.IncompleteRead(b"symbol,na"), b"csv")
+    assert fetch_alphavantage("K", opener=opener, sleep=lambda _: None) == b"csv" and opener.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://www.alphavantage.co/query", None),
+        ("http://127.0.0.1:8080/query", None),
+        ("https://www.alphavantage.co/qu ery", "whitespace"),
+        ("https://www.alphavantage.co/query\n", "whitespace"),
+        ("ftp://www.alphavantage.co/query", "http:// or https://"),
+        ("https:///query", "http:// or https://"),
+    ],
+)
+def test_the_url_setting_is_checked_before_any_request(url: str, problem: str | None) -> None:
+    from earnings_sync.sources import url_problem
+
+    found = url_problem(url)
+    assert (found is None) if problem is None else (problem in found and url not in found)
+    if problem is not None:
+        opener = Flaky()
+        with pytest.raises(SourceError, match="ALPHAVANTAGE_URL"):
+            fetch_alphavantage("KEY123", base_url=url, opener=opener)
+        assert opener.calls == 0
