@@ -28,13 +28,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from earnings_sync import dlq
 from earnings_sync.messages import MAX_ENTRIES_PER_BATCH, RawSyncMessage, batch_entries, decode_envelope
+from earnings_sync.queue_scan import QueueScan
 
 UNKNOWN_KIND = "unknown"  # no failure_kind: moved by the queue's own redrive policy, or sent by hand
 NATIVE_UNSUPPORTED = "the endpoint does not support StartMessageMoveTask; run without --native"
 MAX_NATIVE_RATE = 500  # StartMessageMoveTask's MaxNumberOfMessagesPerSecond upper bound
-
-# Receives in a row that return only messages already read before the scan gives up.
-MAX_STALE_ROUNDS = 50
 
 Now = Callable[[], dt.datetime]
 
@@ -262,76 +260,11 @@ def replay_target(sqs: Any, dlq_url: str, to: str | None) -> str:
     return target
 
 
-class _Scanner:
-    """Receives each DLQ message once, holding it invisible until `release` (see module docstring)."""
+class _Scanner(QueueScan):
+    """The DLQ read once, each message decoded (see queue_scan)."""
 
-    def __init__(self, sqs: Any, url: str, *, visibility_timeout: int, wait_seconds: int) -> None:
-        self.sqs = sqs
-        self.url = url
-        self.visibility_timeout = max(1, visibility_timeout)  # 0 would hand the same messages back forever
-        self.wait_seconds = wait_seconds
-        self.seen: set[str] = set()
-        self.held: dict[str, str] = {}  # message id -> latest receipt handle
-
-    def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
-        response = self.sqs.receive_message(
-            QueueUrl=self.url,
-            MaxNumberOfMessages=max(1, min(MAX_ENTRIES_PER_BATCH, count)),
-            VisibilityTimeout=self.visibility_timeout,
-            WaitTimeSeconds=wait,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        return response.get("Messages", [])
-
-    def _visible(self) -> int:
-        attributes = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages"])
-        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
-
-    def next(self, count: int) -> list[DlqMessage]:
-        """Up to `count` messages not seen before, held; [] when nothing visible is left."""
-        for _ in range(MAX_STALE_ROUNDS):
-            messages = self._receive(count, 0)
-            # A short poll may miss messages on a few servers: confirm with a long poll when the
-            # queue still reports visible messages.
-            if not messages and self.wait_seconds > 0 and self._visible() > 0:
-                messages = self._receive(count, self.wait_seconds)
-            if not messages:
-                return []
-            fresh = []
-            for message in messages:
-                message_id = message["MessageId"]
-                if message_id in self.seen:
-                    # Its visibility ran out during a long scan: hold it again with the new handle.
-                    self.held[message_id] = message["ReceiptHandle"]
-                    continue
-                self.seen.add(message_id)
-                self.held[message_id] = message["ReceiptHandle"]
-                fresh.append(parse_message(message))
-            if fresh:
-                return fresh
-        return []  # only old messages keep coming back: the scan outlasts the visibility timeout
-
-    def forget(self, message: DlqMessage) -> None:
-        """It left the DLQ: nothing to release."""
-        self.held.pop(message.message_id, None)
-
-    def release(self) -> int:
-        """Make every held message visible again; returns how many SQS accepted."""
-        handles = list(self.held.values())
-        self.held.clear()
-        released = 0
-        for start in range(0, len(handles), MAX_ENTRIES_PER_BATCH):
-            chunk = handles[start : start + MAX_ENTRIES_PER_BATCH]
-            try:
-                response = self.sqs.change_message_visibility_batch(
-                    QueueUrl=self.url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)],
-                )
-            except (ClientError, BotoCoreError):
-                continue  # they reappear anyway when their visibility timeout ends
-            released += len(response.get("Successful", []))
-        return released
+    def next(self, count: int = MAX_ENTRIES_PER_BATCH) -> list[DlqMessage]:  # type: ignore[override]
+        return [parse_message(message) for message in super().next(count)]
 
 
 # --------------------------------------------------------------------------- stats and peek
@@ -720,7 +653,7 @@ class _Replayer:
                 report.delete_failed += 1
                 report.add(message, "delete_failed", failed[str(index)])
             else:
-                self.scanner.forget(message)
+                self.scanner.forget(message.message_id)
                 report.add(message, "replayed")
 
 
@@ -780,7 +713,7 @@ def replay_dlq(
             if progress is not None:
                 progress(report)
     finally:
-        report.released = scanner.release()
+        report.released = scanner.release()[0]
         report.seconds = time.perf_counter() - started
     return report
 

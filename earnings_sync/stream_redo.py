@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from earnings_sync import consistency
+from earnings_sync.queue_scan import QueueScan
 from earnings_sync.stream import StreamProcessor, StreamTally
 
 DEFAULT_VISIBILITY_TIMEOUT = 300  # seconds a received message stays hidden while its range is redone
@@ -49,7 +50,6 @@ READ_LIMIT = 1000  # GetRecords maximum
 MAX_EMPTY_PAGES = 25  # GetRecords may answer empty pages before reaching old records of an open shard
 ITERATOR_RENEWALS = 3  # an iterator expires 15 minutes after it was issued
 GAP_BUDGET = READ_LIMIT  # records of no range a reader goes through before it seeks the next range
-MAX_STALE_ROUNDS = 50  # receives in a row that bring only messages already handled in this run
 
 SHARD_ID = re.compile(r"^shardId-[A-Za-z0-9_.-]{1,56}$")
 SEQUENCE_NUMBER = re.compile(r"^[0-9]{1,40}$")
@@ -407,49 +407,6 @@ class RedoReport:
 # --------------------------------------------------------------------------- the run
 
 
-class _Held:
-    """Received messages not deleted yet: made visible again when the run ends."""
-
-    def __init__(self, sqs: Any, url: str) -> None:
-        self.sqs = sqs
-        self.url = url
-        self.handles: dict[str, str] = {}  # message id -> latest receipt handle
-
-    def release(self) -> tuple[int, int]:
-        handles = list(self.handles.values())
-        self.handles.clear()
-        released = failed = 0
-        for first in range(0, len(handles), RECEIVE_LIMIT):
-            chunk = handles[first : first + RECEIVE_LIMIT]
-            try:
-                response = self.sqs.change_message_visibility_batch(
-                    QueueUrl=self.url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)],
-                )
-            except (ClientError, BotoCoreError):
-                failed += len(chunk)  # they reappear anyway when their visibility timeout ends
-                continue
-            released += len(response.get("Successful", []))
-            failed += len(response.get("Failed", []))
-        return released, failed
-
-
-def _receive(sqs: Any, url: str, visibility_timeout: int, wait_seconds: int) -> list[dict[str, Any]]:
-    def once(wait: int) -> list[dict[str, Any]]:
-        return sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=RECEIVE_LIMIT, VisibilityTimeout=visibility_timeout, WaitTimeSeconds=wait
-        ).get("Messages", [])
-
-    messages = once(0)
-    # A short poll samples a few servers and may miss messages: confirm with a long poll when the
-    # queue still reports visible ones.
-    if not messages and wait_seconds > 0:
-        visible = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-        if int(visible["Attributes"]["ApproximateNumberOfMessages"]) > 0:
-            messages = once(wait_seconds)
-    return messages
-
-
 def redo_stream_failures(
     sqs: Any,
     dynamodb: Any,
@@ -469,13 +426,11 @@ def redo_stream_failures(
     the next one): that message and every other not deleted are made visible again.
     """
     report = RedoReport(queue_url, stream.table_name, stream.stream_arn, dry_run, discard_lost)
-    held = _Held(sqs, queue_url)
-    seen: set[str] = set()
+    scan = QueueScan(sqs, queue_url, visibility_timeout=visibility_timeout, wait_seconds=wait_seconds)
     try:
-        stale_rounds = 0
         while not report.aborted:
             try:
-                messages = _receive(sqs, queue_url, max(1, visibility_timeout), wait_seconds)
+                messages = scan.next(RECEIVE_LIMIT)
             except (ClientError, BotoCoreError) as exc:
                 if not report.items:
                     raise  # nothing done yet: the queue cannot be read at all
@@ -483,39 +438,21 @@ def redo_stream_failures(
                 break
             if not messages:
                 break
-            fresh = []
-            for message in messages:
-                if message["MessageId"] in seen:
-                    # Its visibility ran out during a long run: hold it again with its new handle.
-                    held.handles[message["MessageId"]] = message["ReceiptHandle"]
-                else:
-                    seen.add(message["MessageId"])
-                    fresh.append(message)
-            if not fresh:
-                stale_rounds += 1
-                if stale_rounds >= MAX_STALE_ROUNDS:
-                    break
-                continue
-            stale_rounds = 0
-            for message in fresh:
-                held.handles[message["MessageId"]] = message["ReceiptHandle"]
-            _redo_batch(sqs, dynamodb, streams, queue_url, stream, fresh, report, held)
+            _redo_batch(dynamodb, streams, stream, messages, report, scan)
             if progress is not None:
                 progress(report)
     finally:
-        report.released, report.release_failed = held.release()
+        report.released, report.release_failed = scan.release()
     return report
 
 
 def _redo_batch(
-    sqs: Any,
     dynamodb: Any,
     streams: Any,
-    queue_url: str,
     stream: TableStream,
     messages: list[dict[str, Any]],
     report: RedoReport,
-    held: _Held,
+    scan: QueueScan,
 ) -> None:
     """One receive's messages: their ranges read shard by shard in stream order, then deleted together."""
     ranges: list[tuple[FailureRange, dict[str, Any]]] = []
@@ -539,7 +476,7 @@ def _redo_batch(
         report.items.append(item)
         if item.outcome == "redone" or (item.outcome == "lost" and report.discard_lost and not report.dry_run):
             done.append((item, message))
-    _delete(sqs, queue_url, done, held)
+    _delete(scan, done)
 
 
 def _redo_range(dynamodb: Any, reader: ShardReader, failure: FailureRange, limit: int, message_id: str, report: RedoReport) -> RedoItem:
@@ -579,14 +516,14 @@ def _redo_range(dynamodb: Any, reader: ShardReader, failure: FailureRange, limit
     return item
 
 
-def _delete(sqs: Any, queue_url: str, done: list[tuple[RedoItem, dict[str, Any]]], held: _Held) -> None:
+def _delete(scan: QueueScan, done: list[tuple[RedoItem, dict[str, Any]]]) -> None:
     """DeleteMessageBatch; a message that stays queued is redone again by the next run, which changes nothing."""
     for first in range(0, len(done), RECEIVE_LIMIT):
         chunk = done[first : first + RECEIVE_LIMIT]
         try:
-            response = sqs.delete_message_batch(
-                QueueUrl=queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": held.handles[m["MessageId"]]} for i, (_, m) in enumerate(chunk)],
+            response = scan.sqs.delete_message_batch(
+                QueueUrl=scan.url,
+                Entries=[{"Id": str(i), "ReceiptHandle": scan.handle(m["MessageId"])} for i, (_, m) in enumerate(chunk)],
             )
         except (ClientError, BotoCoreError) as exc:
             for item, _ in chunk:
@@ -597,7 +534,7 @@ def _delete(sqs: Any, queue_url: str, done: list[tuple[RedoItem, dict[str, Any]]
         for i, (item, message) in enumerate(chunk):
             if str(i) in deleted:
                 item.deleted = True
-                held.handles.pop(message["MessageId"], None)
+                scan.forget(message["MessageId"])
             else:
                 why = failed.get(str(i), {})
                 item.reason = f"not deleted from the queue: {why.get('Code', 'no answer')} {why.get('Message', '')}".strip()
