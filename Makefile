@@ -28,7 +28,7 @@ e2e: $(STAMP)
 	@if [ -n "$$LOCALSTACK_ENDPOINT" ]; then \
 	  exec $(BIN)/python -m pytest -p no:cacheprovider -m e2e tests/e2e; \
 	fi; \
-	port="$${LOCALSTACK_PORT:-$$($(BIN)/python -c 'from earnings_sync.local import free_port; print(free_port())')}"; \
+	port="$${LOCALSTACK_PORT:-$$($(BIN)/python -c 'from earnings_sync_local.emulator import free_port; print(free_port())')}"; \
 	trap 'LOCALSTACK_PORT='"$$port"' bash localstack/hostmode.sh stop' EXIT; \
 	LOCALSTACK_PORT="$$port" LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC="$${LAMBDA_EVENT_SOURCE_MAPPING_MAX_BACKOFF_ON_EMPTY_POLL_SEC:-1}" \
 	  bash localstack/hostmode.sh start && \
@@ -43,7 +43,7 @@ bench: $(STAMP)
 ## package: the Lambda code folder template.yaml's CodeUri points at (deps for Linux x86_64, Python 3.11)
 package:
 	rm -rf build/lambda && mkdir -p build/lambda
-	cp -r earnings_sync producers consumers build/lambda/
+	cp -r earnings_sync producers consumers queries build/lambda/
 	$(PYTHON) -m pip install -q --target build/lambda --platform manylinux2014_x86_64 --python-version 3.11 \
 	  --implementation cp --only-binary=:all: 'aws-lambda-powertools>=3,<4' 'msgspec>=0.18'
 	find build/lambda -name __pycache__ -prune -exec rm -rf {} +

@@ -57,7 +57,7 @@ class Results:
             "Every section that talks to DynamoDB or SQS runs on the embedded emulator of `earnings-sync local`,",
             "floors and baselines included. That emulator removes a few of moto's costs that scale with the table",
             "or the queue instead of the request (base-table and index Query, base-table Scan, SQS attribute",
-            "reads, the reflective JSON response serializer; `earnings_sync/moto_speedups.py`, answers unchanged",
+            "reads, the reflective JSON response serializer; `earnings_sync_local/moto_speedups.py`, answers unchanged",
             "and tested against moto's own), so the figures measure our code rather than moto's hot spots.",
             "Absolute times are moto's, not DynamoDB's: read the ratios.",
             "",
@@ -162,11 +162,12 @@ def bench_imports(results: Results, tmp: Path) -> None:
 def bench_writes(results: Results, tmp: Path) -> None:
     import boto3
 
-    from earnings_sync import aws, template
-    from earnings_sync.local import embedded_emulator
+    from earnings_sync import aws
     from earnings_sync.messages import pack_records
     from earnings_sync.records import ParseStats, iter_symbol_groups, parse_csv
     from earnings_sync.table import EarningsTable, UpsertResult, record_to_item
+    from earnings_sync_local import template
+    from earnings_sync_local.emulator import embedded_emulator
 
     with open(SAMPLE, newline="") as handle:
         groups = list(iter_symbol_groups(parse_csv(handle), ParseStats()))
@@ -255,9 +256,9 @@ def bench_pipeline(results: Results, tmp: Path, large: bool, repeats: int = 3) -
     floors, ones, twos = [], [], []
     for _ in range(repeats):
         floors.append(timed_process(["-m", "bench.floor", str(SAMPLE)])[0])
-        took, out_one = timed_process(["-m", "earnings_sync", "local", str(SAMPLE), "--json"])
+        took, out_one = timed_process(["-m", "earnings_sync_cli", "local", str(SAMPLE), "--json"])
         ones.append(took)
-        took, out_two = timed_process(["-m", "earnings_sync", "local", str(SAMPLE), str(SAMPLE), "--json"])
+        took, out_two = timed_process(["-m", "earnings_sync_cli", "local", str(SAMPLE), str(SAMPLE), "--json"])
         twos.append(took)
     floor, one, two = statistics.median(floors), statistics.median(ones), statistics.median(twos)
     first = json.loads(out_one)["syncs"][0]
@@ -275,7 +276,7 @@ def bench_pipeline(results: Results, tmp: Path, large: bool, repeats: int = 3) -
     sizes = [10_000, 100_000] if large else [10_000]
     for size in sizes:
         path = generated(size, tmp)
-        took, out = timed_process(["-m", "earnings_sync", "local", str(path), "--json"])
+        took, out = timed_process(["-m", "earnings_sync_cli", "local", str(path), "--json"])
         sync = json.loads(out)["syncs"][0]
         rows.append((f"earnings-sync local, {size:,} generated rows", f"{sync['records_enqueued'] / took:,.0f} records/s", f"{took:.1f} s whole process"))
     results.add("Whole pipeline as whole processes (producer → SQS → consumer → table, on moto)", "python -m bench.run --only pipeline [--large]", rows)
@@ -288,11 +289,12 @@ SCAN_WINDOWS = 3
 def bench_gsi(results: Results, tmp: Path) -> None:
     import urllib.request
 
-    from earnings_sync import aws, template
-    from earnings_sync.local import embedded_emulator
+    from earnings_sync import aws
     from earnings_sync.records import ParseStats, iter_symbol_groups, parse_csv
     from earnings_sync.table import record_to_item
     from earnings_sync.upcoming import upcoming_earnings
+    from earnings_sync_local import template
+    from earnings_sync_local.emulator import embedded_emulator
 
     text = generated(100_000, tmp).read_text()
     records = [r for g in iter_symbol_groups(parse_csv(text), ParseStats()) for r in g]

@@ -14,8 +14,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
 from earnings_sync.consistency import item_key
-from earnings_sync.observability import NAMESPACE, SERVICE, emit_memory_metrics, emit_stream_metrics
 from earnings_sync.ledger import SyncLedger
+from earnings_sync.observability import NAMESPACE, SERVICE, emit_memory_metrics, emit_stream_metrics
 from earnings_sync.settings import Settings
 from earnings_sync.stream import StreamProcessor, StreamTally
 

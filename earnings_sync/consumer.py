@@ -36,7 +36,6 @@ from earnings_sync.records import EarningsRecord
 from earnings_sync.sync_identity import Clock, utc_now
 from earnings_sync.table import EarningsTable, RetryableWriteError, UpsertResult
 
-
 MAX_NOTED_KEYS = 50  # keys kept per invocation for the handler's conflict log line: counts are exact
 
 

@@ -97,7 +97,7 @@ class Handler(StrEnum):
     PRODUCER = "producers.app"
     CONSUMER = "consumers.sqs_consumer"
     STREAM_CONSUMER = "consumers.stream_consumer"
-    UPCOMING = "consumers.upcoming_query"
+    UPCOMING = "queries.upcoming_query"
 
 
 # Powertools puts `service` (POWERTOOLS_SERVICE_NAME) on every metric and we add no default

@@ -18,8 +18,8 @@ from earnings_sync.messages import batch_entries, build_messages, decode_envelop
 from earnings_sync.records import (
     SYMBOL_RE,
     EarningsRecord,
-    ParseStats,
     NotACalendarError,
+    ParseStats,
     Rejection,
     iter_symbol_groups,
     parse_csv,

@@ -9,8 +9,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
-from earnings_sync.observability import NAMESPACE, SERVICE, M, add_metric, emit_memory_metrics, emit_producer_metrics
 from earnings_sync.ledger import SyncLedger
+from earnings_sync.observability import NAMESPACE, SERVICE, M, add_metric, emit_memory_metrics, emit_producer_metrics
 from earnings_sync.producer import EnqueueError, SyncAborted, SyncReport, sync_from_event
 from earnings_sync.records import EarningsRecord, NotACalendarError, Rejection, UpstreamError
 from earnings_sync.settings import Settings

@@ -39,7 +39,7 @@ def moto_endpoint() -> Iterator[str]:
     """
     from moto.server import ThreadedMotoServer
 
-    from earnings_sync.local import free_port
+    from earnings_sync_local.emulator import free_port
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()
@@ -53,7 +53,7 @@ def moto_endpoint() -> Iterator[str]:
 def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """A clean moto state with the queue, DLQ and table created from template.yaml."""
     from earnings_sync import aws as aws_clients
-    from earnings_sync.template import create_resources, load_template
+    from earnings_sync_local.template import create_resources, load_template
 
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")).read()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)

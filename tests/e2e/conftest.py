@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from earnings_sync.local import free_port
+from earnings_sync_local.emulator import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTMODE = ROOT / "localstack" / "hostmode.sh"

@@ -1,6 +1,6 @@
 """Deploy template.yaml to LocalStack with CloudFormation (SAM transform), for the end-to-end tests.
 
-The template itself is deployed, not a copy: it is parsed with `earnings_sync.template`, only the
+The template itself is deployed, not a copy: it is parsed with `earnings_sync_local.template`, only the
 functions' `CodeUri` is pointed at a zip uploaded to S3, and the per-run names come in as stack
 parameters. Host mode runs the functions with the project's venv, so the zip holds only our three
 packages; LocalStack in Docker runs them in AWS's python3.11 image, so there the zip is `make
@@ -29,10 +29,10 @@ from typing import Any
 
 from localstack_client.session import Session
 
-from earnings_sync.template import DEFAULT_TEMPLATE, SERVERLESS_FUNCTION, load_template
+from earnings_sync_local.template import DEFAULT_TEMPLATE, SERVERLESS_FUNCTION, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
-CODE_PACKAGES = ("earnings_sync", "producers", "consumers")
+CODE_PACKAGES = ("earnings_sync", "producers", "consumers", "queries")
 PACKAGED_CODE = ROOT / "build" / "lambda"
 REGION = "us-east-1"
 FAILED_STATES = {"CREATE_FAILED", "ROLLBACK_IN_PROGRESS", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE"}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from earnings_sync.cli import main
-from earnings_sync.local import format_summary, run_local
+from earnings_sync_cli.main import main
+from earnings_sync_local.pipeline import format_summary, run_local
 from tests.conftest import csv_text
 
 T1, T2 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
@@ -89,7 +89,7 @@ def test_cli_json_summary_export_and_exit_codes(tmp_path: Path, capsys: pytest.C
 
 
 def test_console_script_runs_as_a_module(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "earnings_sync", "--help"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "earnings_sync_cli", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "local" in done.stdout
 
 

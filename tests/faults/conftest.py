@@ -1,5 +1,5 @@
 """The fault-injection suite's world: two small deterministic snapshots, a fresh emulator state per
-run with the real handlers wired by `earnings_sync.local.LocalPipeline`, and the fault-free run of
+run with the real handlers wired by `earnings_sync_local.pipeline.LocalPipeline`, and the fault-free run of
 each scenario's syncs (computed once per test run) to compare the final table with."""
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import pytest
 from bench.generate import generate_csv
 from earnings_sync import aws as aws_clients
 from earnings_sync.ledger import LedgerReport
-from earnings_sync.local import LocalPipeline, PipelineDrain, patched_environ, routed_logs
 from earnings_sync.replay import replay_dlq
-from earnings_sync.template import create_resources, load_template
+from earnings_sync_local.lambda_runtime import patched_environ
+from earnings_sync_local.pipeline import LocalPipeline, PipelineDrain, routed_logs
+from earnings_sync_local.template import create_resources, load_template
 
 OLDER_AT, NEWER_AT = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
 ROWS = 100

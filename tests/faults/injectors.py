@@ -16,7 +16,8 @@ from typing import Any
 from botocore.exceptions import EndpointConnectionError
 
 from consumers import sqs_consumer
-from earnings_sync.local import InvocationAborted, LambdaContext, SqsEventSource, invoke
+from earnings_sync_local.lambda_runtime import InvocationAborted, LambdaContext, invoke
+from earnings_sync_local.sqs_mapping import SqsEventSource
 from tests.helpers import dynamodb_error, http_response
 
 Reply = Callable[[Any], Any]

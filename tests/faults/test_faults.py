@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from earnings_sync import cli
 from earnings_sync.observability import M
+from earnings_sync_cli import main as cli
 from tests.faults.conftest import (
     NEWER_AT,
     OLDER_AT,

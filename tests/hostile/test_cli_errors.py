@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 
 import producers.app  # noqa: F401 - its logger binds sys.stdout on import: the session's, not one test's capture
 from earnings_sync import aws as aws_clients
-from earnings_sync import cli_table, local
-from earnings_sync.cli import main
-from earnings_sync.cli_errors import one_line
-from earnings_sync.local import LocalSummary, SyncSummary, free_port
+from earnings_sync_cli import tables as cli_table
+from earnings_sync_cli.errors import one_line
+from earnings_sync_cli.main import main
+from earnings_sync_local import pipeline as local
+from earnings_sync_local.emulator import free_port
+from earnings_sync_local.pipeline import LocalSummary, SyncSummary
 from tests.conftest import csv_text
 from tests.helpers import Faults, dynamodb_error
 
@@ -151,8 +153,8 @@ def _client_error(code: str, message: str = "refused", operation: str = "Scan") 
 def _aws_errors() -> list[tuple[str, Exception, int, str]]:
     from botocore import exceptions as boto
 
-    from earnings_sync.cli_errors import UsageError
     from earnings_sync.replay import DlqError
+    from earnings_sync_cli.errors import UsageError
 
     return [
         ("partial-credentials", boto.PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"), 2,
@@ -178,14 +180,14 @@ def _aws_errors() -> list[tuple[str, Exception, int, str]]:
 
 @pytest.mark.parametrize(("case", "error", "code", "message"), _aws_errors(), ids=[case[0] for case in _aws_errors()])
 def test_every_error_a_user_can_cause_has_an_exit_code_and_a_message(case: str, error: Exception, code: int, message: str) -> None:
-    from earnings_sync.cli_errors import describe
+    from earnings_sync_cli.errors import describe
 
     described = describe(error)
     assert described is not None and described[0] == code and message in described[1]
 
 
 def test_a_bug_keeps_its_traceback() -> None:
-    from earnings_sync.cli_errors import describe
+    from earnings_sync_cli.errors import describe
 
     assert describe(RuntimeError("a bug")) is None and describe(KeyError("k")) is None
 
@@ -523,7 +525,7 @@ def test_no_traceback_reaches_the_terminal(tmp_path: Path, closed_endpoint: str)
     ]
     for expected, argv, extra in runs:
         done = subprocess.run(
-            [sys.executable, "-m", "earnings_sync", *argv], capture_output=True, env={**env, **extra}, timeout=60, cwd=tmp_path
+            [sys.executable, "-m", "earnings_sync_cli", *argv], capture_output=True, env={**env, **extra}, timeout=60, cwd=tmp_path
         )
         err = done.stderr.decode()
         assert done.returncode == 2 and done.stdout == b"", (argv, err)

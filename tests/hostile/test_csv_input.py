@@ -20,7 +20,6 @@ import msgspec
 import pytest
 
 from earnings_sync.ledger import SyncLedger
-from earnings_sync.local import LambdaContext, invoke, routed_logs, run_local
 from earnings_sync.messages import SyncMessage
 from earnings_sync.observability import M
 from earnings_sync.producer import SyncAborted, check_source_file, sync_from_event
@@ -35,6 +34,8 @@ from earnings_sync.records import (
 )
 from earnings_sync.settings import Settings
 from earnings_sync.sources import SourceError, fetch_alphavantage
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
+from earnings_sync_local.pipeline import routed_logs, run_local
 from producers import app as producer_app
 from tests.conftest import HEADER, ROOT, csv_text
 

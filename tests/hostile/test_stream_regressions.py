@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from earnings_sync import cli, consistency
+from earnings_sync import consistency
 from earnings_sync.audit import find_superseded, scan_items
-from earnings_sync.template import load_template
+from earnings_sync_cli import main as cli
+from earnings_sync_local.template import load_template
 from tests.integration.redo_support import ALARM_ID, REGRESSED, T1, T2, Scene, failure_alarm_fires
 
 ROOT = Path(__file__).resolve().parents[2]

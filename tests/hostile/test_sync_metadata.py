@@ -16,15 +16,17 @@ import pytest
 
 from consumers import sqs_consumer
 from earnings_sync import aws as aws_clients
-from earnings_sync import cli, dlq
+from earnings_sync import dlq
 from earnings_sync.ledger import SyncLedger
-from earnings_sync.local import LambdaContext, SqsEventSource, invoke
 from earnings_sync.messages import SyncMessage, encode_message
 from earnings_sync.observability import M
 from earnings_sync.records import EarningsRecord
 from earnings_sync.replay import replay_dlq
 from earnings_sync.sync_identity import InvalidSyncMetadata, format_synced_at
 from earnings_sync.table import EarningsTable, item_to_plain, record_to_item
+from earnings_sync_cli import main as cli
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
+from earnings_sync_local.sqs_mapping import SqsEventSource
 from producers import app
 from tests.conftest import csv_text
 from tests.helpers import Faults, dynamodb_error, sync_id_for

@@ -11,11 +11,11 @@ from typing import Any
 
 import boto3
 
-from earnings_sync.local_streams import DynamoDBStreamEventSource, StreamDrainStats
 from earnings_sync.records import EarningsRecord
 from earnings_sync.stream_redo import TableStream, table_stream
 from earnings_sync.table import EarningsTable, record_to_item
-from earnings_sync.template import DLQ_ID, QUEUE_ID, STREAM_FAILURE_QUEUE_ID, load_template
+from earnings_sync_local.stream_mapping import DynamoDBStreamEventSource, StreamDrainStats
+from earnings_sync_local.template import DLQ_ID, QUEUE_ID, STREAM_FAILURE_QUEUE_ID, load_template
 from tests.faults.injectors import StreamConsumerDown
 
 T1, T2 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"

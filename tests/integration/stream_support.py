@@ -8,8 +8,9 @@ from typing import Any
 import boto3
 
 from consumers import stream_consumer
-from earnings_sync.local import LambdaContext, invoke, routed_logs
-from earnings_sync.local_streams import DynamoDBStreamEventSource
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
+from earnings_sync_local.pipeline import routed_logs
+from earnings_sync_local.stream_mapping import DynamoDBStreamEventSource
 
 T1, T2, T3 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z", "2025-07-20T06:00:00.000000Z"
 

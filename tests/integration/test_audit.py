@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from earnings_sync.audit import audit_table, format_report
-from earnings_sync.cli import main
 from earnings_sync.ledger import SyncLedger
 from earnings_sync.records import EarningsRecord
 from earnings_sync.table import EarningsTable, record_to_item
+from earnings_sync_cli.main import main
 from tests.helpers import Faults, dynamodb_error, sync_id_for
 from tests.integration.stream_support import T1, T2, T3, StreamReader, call_handler
 

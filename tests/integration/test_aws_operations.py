@@ -22,13 +22,15 @@ import boto3
 import pytest
 from botocore.client import BaseClient
 
-from consumers import sqs_consumer, stream_consumer, upcoming_query
+from consumers import sqs_consumer, stream_consumer
 from earnings_sync import aws as aws_clients
-from earnings_sync import iam
-from earnings_sync.local import LambdaContext, SqsEventSource, invoke
 from earnings_sync.observability import METRICS, Handler, M, spec_for
 from earnings_sync.records import UpstreamError
+from earnings_sync_local import iam
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
+from earnings_sync_local.sqs_mapping import SqsEventSource
 from producers import app as producer_app
+from queries import upcoming_query
 from tests.conftest import csv_text
 from tests.helpers import Faults, dynamodb_error
 from tests.integration.stream_support import StreamReader

@@ -12,11 +12,12 @@ import pytest
 from consumers import sqs_consumer
 from earnings_sync import aws as aws_clients
 from earnings_sync.dlq import DeadLetter
-from earnings_sync.local import LambdaContext, SqsEventSource, invoke
 from earnings_sync.messages import SyncMessage, encode_message
 from earnings_sync.observability import M
 from earnings_sync.records import EarningsRecord
 from earnings_sync.table import EarningsTable, item_to_plain
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
+from earnings_sync_local.sqs_mapping import SqsEventSource
 from tests.helpers import Faults, dynamodb_error, sync_id_for
 
 OLD, NEW = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"

@@ -14,8 +14,7 @@ import msgspec
 import pytest
 
 from earnings_sync import aws as aws_clients
-from earnings_sync import cli, cli_table, dlq
-from earnings_sync.local import SqsEventSource, run_local
+from earnings_sync import dlq
 from earnings_sync.messages import SyncMessage, decode_envelope, encode_message, encode_records
 from earnings_sync.observability import M
 from earnings_sync.producer import message_attributes
@@ -31,6 +30,10 @@ from earnings_sync.replay import (
     start_native_replay,
 )
 from earnings_sync.table import EarningsTable, item_to_plain
+from earnings_sync_cli import main as cli
+from earnings_sync_cli import tables as cli_table
+from earnings_sync_local.pipeline import run_local
+from earnings_sync_local.sqs_mapping import SqsEventSource
 from tests.conftest import csv_text
 from tests.helpers import FakeClock, Faults, http_response, sync_id_for
 
@@ -529,7 +532,7 @@ def test_local_serve_from_the_command_line_until_ctrl_c(tmp_path: Any) -> None:
     path = tmp_path / "calendar.csv"
     path.write_text(csv_text("AAPL,Apple Inc,2025-07-31,2025-06-30,1.42,USD"))
     serving = subprocess.Popen(
-        [sys.executable, "-m", "earnings_sync", "local", str(path), "--serve"],
+        [sys.executable, "-m", "earnings_sync_cli", "local", str(path), "--serve"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -542,7 +545,7 @@ def test_local_serve_from_the_command_line_until_ctrl_c(tmp_path: Any) -> None:
         exports = next(line for line in lines if "export AWS_ENDPOINT_URL=" in line).split("export ", 1)[1].split()
         env = {**os.environ, **dict(pair.split("=", 1) for pair in exports)}
         other = subprocess.run(
-            [sys.executable, "-m", "earnings_sync", "dlq", "stats", DLQ, "--json"],
+            [sys.executable, "-m", "earnings_sync_cli", "dlq", "stats", DLQ, "--json"],
             env=env, capture_output=True, text=True, timeout=60,
         )
         assert other.returncode == 0, other.stderr

@@ -14,7 +14,8 @@ import pytest
 
 from consumers import sqs_consumer, stream_consumer
 from earnings_sync.consumer import MAX_NOTED_KEYS
-from earnings_sync.local import LambdaContext, invoke, routed_logs
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
+from earnings_sync_local.pipeline import routed_logs
 from producers import app as producer_app
 from tests.integration.stream_support import StreamReader
 from tests.integration.test_aws_operations import NEW, OLD, Emitted, consume, produce, rows
@@ -83,7 +84,7 @@ def test_a_failed_message_line_names_the_message_and_its_sync(handler_env: dict[
     sqs.send_message(QueueUrl=resources.queue_url, MessageBody="not a sync message",
                      MessageAttributes={"sync_id": {"DataType": "String", "StringValue": "sync-x"}})
     consume_once = sqs.receive_message(QueueUrl=resources.queue_url, AttributeNames=["All"], MessageAttributeNames=["All"])["Messages"]
-    from earnings_sync.local import SqsEventSource
+    from earnings_sync_local.sqs_mapping import SqsEventSource
 
     source = SqsEventSource(sqs, resources.queue_url, resources.queue_arn, sqs_consumer.lambda_handler, batch_size=10,
                             report_batch_item_failures=True, function_name="ConsumerFunction", timeout_seconds=30)

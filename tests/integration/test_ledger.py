@@ -11,11 +11,13 @@ import pytest
 
 from consumers import sqs_consumer
 from earnings_sync import aws as aws_clients
-from earnings_sync import cli, dlq, ledger
+from earnings_sync import dlq, ledger
 from earnings_sync.ledger import Manifest, MessageOutcome, SyncLedger
-from earnings_sync.local import LambdaContext, SqsEventSource, invoke
 from earnings_sync.observability import M
 from earnings_sync.replay import replay_dlq
+from earnings_sync_cli import main as cli
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
+from earnings_sync_local.sqs_mapping import SqsEventSource
 from producers import app
 from tests.conftest import csv_text
 from tests.helpers import Faults, dynamodb_error, sync_id_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from earnings_sync import moto_speedups
+from earnings_sync_local import moto_speedups
 
 
 def _page_through(client: Any, **request: Any) -> list[tuple[str, str]]:

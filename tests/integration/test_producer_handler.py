@@ -11,11 +11,11 @@ import msgspec
 import pytest
 
 from earnings_sync import aws as aws_clients
-from earnings_sync.local import LambdaContext, invoke
 from earnings_sync.messages import SyncMessage
 from earnings_sync.observability import M
 from earnings_sync.records import NotACalendarError, UpstreamError
 from earnings_sync.sources import SourceError
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
 from producers import app
 from tests.conftest import SAMPLE_CSV, csv_text
 from tests.helpers import Faults, http_response

@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from earnings_sync.local_streams import DynamoDBStreamEventSource, StreamDrainStats, merge_stats
+from earnings_sync_local.stream_mapping import DynamoDBStreamEventSource, StreamDrainStats, merge_stats
 
 
 class Recorder:

@@ -13,8 +13,8 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from earnings_sync import aws as aws_clients, cli, consistency
-from earnings_sync.cli_table import client as cli_client
+from earnings_sync import aws as aws_clients
+from earnings_sync import consistency
 from earnings_sync.audit import find_superseded, scan_items
 from earnings_sync.stream_redo import (
     LOST_RANGE_ADVICE,
@@ -27,6 +27,8 @@ from earnings_sync.stream_redo import (
     redo_stream_failures,
 )
 from earnings_sync.table import record_to_item
+from earnings_sync_cli import main as cli
+from earnings_sync_cli.tables import client as cli_client
 from tests.helpers import Faults, dynamodb_error, http_response
 from tests.integration.redo_support import MOVED_FROM, MOVED_TO, REGRESSED, T1, T2, Scene, failure_alarm_fires, rec
 

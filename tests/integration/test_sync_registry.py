@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from earnings_sync.ledger import RegisteredSyncs, SyncLedger
-from earnings_sync.local import LambdaContext, invoke, run_local
+from earnings_sync_local.lambda_runtime import LambdaContext, invoke
+from earnings_sync_local.pipeline import run_local
 from producers import app
 from tests.conftest import csv_text
 from tests.helpers import sync_id_for

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from earnings_sync.cli import main
 from earnings_sync.records import EarningsRecord
 from earnings_sync.table import EarningsTable
 from earnings_sync.upcoming import INDEX_NAME, decode_token, encode_token, upcoming_earnings
+from earnings_sync_cli.main import main
 from tests.helpers import Faults, dynamodb_error
 
 SYNCED = "2025-07-19T06:00:00.000000Z"

@@ -8,13 +8,13 @@ import pytest
 
 from earnings_sync.ledger import (
     MessageOutcome,
+    _attribute,
+    _plain,
     account,
     format_report,
     headline,
     outcome_entry,
     replay_token,
-    _attribute,
-    _plain,
 )
 
 SYNC = "20250719T060000000000Z-00000000"

@@ -10,8 +10,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from earnings_sync.aws import counting_throttles
-from earnings_sync.local import LambdaContext
 from earnings_sync.observability import METRICS, Handler, M, add_metric, emit_memory_metrics, memory_used_mb, spec_for
+from earnings_sync_local.lambda_runtime import LambdaContext
 from tests.helpers import Faults, dynamodb_error, http_response
 
 

@@ -9,7 +9,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from earnings_sync.records import EarningsRecord
-from earnings_sync.table import EarningsTable, PoisonRecordError, RetryableWriteError, UpsertResult, item_to_plain, record_to_item
+from earnings_sync.table import (
+    EarningsTable,
+    PoisonRecordError,
+    RetryableWriteError,
+    UpsertResult,
+    item_to_plain,
+    record_to_item,
+)
 from tests.helpers import Faults, dynamodb_error, http_response
 
 OLD, NEW, NEWER = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z", "2025-07-20T06:00:00.000000Z"

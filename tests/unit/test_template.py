@@ -11,11 +11,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from earnings_sync.template import (
+from earnings_sync_local.template import (
     CONSUMER_ID,
     DEFAULT_TEMPLATE,
-    STREAM_CONSUMER_ID,
     NO_VALUE,
+    STREAM_CONSUMER_ID,
     LocalResources,
     TemplateError,
     build_context,

@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Metrics
 
-from earnings_sync import iam
-from earnings_sync.local import LambdaContext
 from earnings_sync.observability import (
     COLD_START_DIMENSIONS,
     DIMENSIONS,
@@ -38,8 +36,10 @@ from earnings_sync.observability import (
     emit_upcoming_request,
     spec_for,
 )
-from earnings_sync.template import DEFAULT_TEMPLATE, SERVERLESS_FUNCTION, build_context, load_template, resolve
 from earnings_sync.upcoming import INDEX_NAME
+from earnings_sync_local import iam
+from earnings_sync_local.lambda_runtime import LambdaContext
+from earnings_sync_local.template import DEFAULT_TEMPLATE, SERVERLESS_FUNCTION, build_context, load_template, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 ALARM = "AWS::CloudWatch::Alarm"

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from earnings_sync.cli_table import DEFAULT_TABLE, UsageError, check_csv_arguments, client, naming_table, sync_failures
+from earnings_sync_cli.tables import DEFAULT_TABLE, UsageError, check_csv_arguments, client, naming_table, sync_failures
 
 RECENT = 10
 
@@ -48,7 +48,7 @@ def _reports(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
     from earnings_sync.ledger import LedgerReport, SyncLedger
 
     if args.csv:
-        from earnings_sync.local import run_local
+        from earnings_sync_local.pipeline import run_local
 
         check_csv_arguments(args, built="its own tables")
         summary = run_local(args.csv, progress_stream=sys.stderr)

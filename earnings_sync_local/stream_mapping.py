@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from earnings_sync.local import FAKE_ACCOUNT, REGION, LambdaContext, invoke
+from earnings_sync_local.lambda_runtime import FAKE_ACCOUNT, REGION, LambdaContext, invoke
 
 UNLIMITED_RETRIES_CAP = 100  # -1 means "until the record expires" on Lambda; locally it must end
 READ_LIMIT = 1000  # GetRecords' maximum

@@ -11,13 +11,18 @@ import json
 import sys
 from collections.abc import Sequence
 
-from earnings_sync import cli_audit, cli_dlq, cli_errors, cli_ledger, cli_stream, cli_upcoming
-from earnings_sync.cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, one_line
+from earnings_sync_cli import audit as cli_audit
+from earnings_sync_cli import dlq as cli_dlq
+from earnings_sync_cli import errors as cli_errors
+from earnings_sync_cli import ledger as cli_ledger
+from earnings_sync_cli import stream as cli_stream
+from earnings_sync_cli import upcoming as cli_upcoming
+from earnings_sync_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, one_line
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
-    from earnings_sync.cli_table import check_input_files, check_output_paths, sync_failures
-    from earnings_sync.local import LocalSummary, RunningEmulator, format_summary, run_local
+    from earnings_sync_cli.tables import check_input_files, check_output_paths, sync_failures
+    from earnings_sync_local.pipeline import LocalSummary, RunningEmulator, format_summary, run_local
 
     check_input_files(args.csv)
     check_output_paths({"--export": args.export, "--log-file": args.log_file}, inputs=args.csv)

@@ -10,242 +10,16 @@ metric output, and each sync's completeness from the ledger (`earnings_sync.ledg
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import os
-import socket
 import time
-import urllib.request
-import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from earnings_sync.observability import M, parse_emf
-
-FAKE_ACCOUNT = "123456789012"
-REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def patched_environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-@contextlib.contextmanager
-def embedded_emulator() -> Iterator[str]:
-    """A moto server on a free loopback port; yields its endpoint and points boto3 at it."""
-    from moto.server import ThreadedMotoServer
-
-    from earnings_sync import moto_speedups
-
-    moto_speedups.install()  # costs closer to the real services, same answers (see the module)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    # moto keeps its state per process, shared by every server in it: start from a clean slate.
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).read()
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-    }
-    try:
-        with patched_environ(env):
-            yield endpoint
-    finally:
-        server.stop()
-
-
-class LambdaContext:
-    """The attributes Powertools and our handlers read from Lambda's context object."""
-
-    def __init__(self, function_name: str, timeout_seconds: int, memory_mb: int = 512) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = memory_mb
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{FAKE_ACCOUNT}:function:{function_name}"
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + timeout_seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-class InvocationAborted(BaseException):
-    """The runtime ended an invocation midway: a timeout, running out of memory, a crash.
-
-    A BaseException, so neither the handler's error handling nor the batch processor can catch it,
-    as nothing in a function survives a real timeout; `invoke` turns it into a failed invocation.
-    The fault-injection tests raise it from a botocore hook or a handler wrapper.
-    """
-
-
-def invoke(handler: Callable[[dict, Any], Any], event: dict, context: LambdaContext) -> tuple[Any, Counter[str], BaseException | None]:
-    """Call a handler like Lambda does; returns (result, metrics it emitted, exception)."""
-    captured = io.StringIO()
-    result: Any = None
-    error: BaseException | None = None
-    with contextlib.redirect_stdout(captured):
-        try:
-            result = handler(event, context)
-        except (Exception, InvocationAborted) as exc:  # noqa: BLE001 - a failed invocation is an outcome, as on Lambda
-            error = exc
-    return result, parse_emf(captured.getvalue().splitlines()), error
-
-
-@dataclass
-class DrainStats:
-    invocations: int = 0
-    deliveries: int = 0
-    deleted: int = 0
-    failed_deliveries: int = 0
-    failed_invocations: int = 0
-    metrics: Counter[str] = field(default_factory=Counter)
-
-
-class SqsEventSource:
-    """Lambda's SQS event source mapping, locally: poll, invoke with a batch, delete successes.
-
-    Failed messages (reported in batchItemFailures, or the whole batch when the handler raises or
-    the mapping lacks ReportBatchItemFailures) are made visible again at once instead of after the
-    visibility timeout, so retries happen without waiting; SQS's RedrivePolicy then moves a message
-    to the DLQ after maxReceiveCount receives, exactly as on AWS.
-    """
-
-    def __init__(
-        self,
-        sqs: Any,
-        queue_url: str,
-        queue_arn: str,
-        handler: Callable[[dict, Any], Any],
-        *,
-        batch_size: int,
-        report_batch_item_failures: bool,
-        function_name: str,
-        timeout_seconds: int,
-    ) -> None:
-        self.sqs = sqs
-        self.queue_url = queue_url
-        self.queue_arn = queue_arn
-        self.handler = handler
-        self.batch_size = batch_size
-        self.report_batch_item_failures = report_batch_item_failures
-        self.function_name = function_name
-        self.timeout_seconds = timeout_seconds
-
-    def build_event(self, messages: list[dict]) -> dict:
-        records = []
-        for message in messages:
-            attributes = message.get("MessageAttributes", {})
-            records.append(
-                {
-                    "messageId": message["MessageId"],
-                    "receiptHandle": message["ReceiptHandle"],
-                    "body": message["Body"],
-                    "attributes": message.get("Attributes", {}),
-                    "messageAttributes": {
-                        name: {
-                            "stringValue": value.get("StringValue"),
-                            "stringListValues": [],
-                            "binaryListValues": [],
-                            "dataType": value["DataType"],
-                        }
-                        for name, value in attributes.items()
-                    },
-                    "md5OfBody": message.get("MD5OfBody", ""),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue_arn,
-                    "awsRegion": REGION,
-                }
-            )
-        return {"Records": records}
-
-    def poll_once(self, stats: DrainStats) -> int:
-        """One receive + invoke + settle; returns how many messages were delivered."""
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=self.batch_size,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-            WaitTimeSeconds=0,
-        )
-        messages = response.get("Messages", [])
-        if not messages:
-            return 0
-        stats.invocations += 1
-        stats.deliveries += len(messages)
-        context = LambdaContext(self.function_name, self.timeout_seconds)
-        result, metrics, error = invoke(self.handler, self.build_event(messages), context)
-        stats.metrics.update(metrics)
-        by_id = {m["MessageId"]: m for m in messages}
-        if error is not None or not isinstance(result, dict):
-            stats.failed_invocations += 1
-            failed = set(by_id)
-        else:
-            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
-            if failed and not self.report_batch_item_failures:
-                failed = set(by_id)  # without the response type, Lambda retries the whole batch
-        succeeded = [m for mid, m in by_id.items() if mid not in failed]
-        for start in range(0, len(succeeded), 10):
-            chunk = succeeded[start : start + 10]
-            self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
-            )
-        stats.deleted += len(succeeded)
-        stats.failed_deliveries += len(failed)
-        failed_messages = [by_id[mid] for mid in failed if mid in by_id]
-        for start in range(0, len(failed_messages), 10):
-            chunk = failed_messages[start : start + 10]
-            self.sqs.change_message_visibility_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0} for i, m in enumerate(chunk)],
-            )
-        return len(messages)
-
-    def in_flight(self) -> int:
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
-
-    def drain(self, progress: Callable[[DrainStats], None] | None = None, max_invocations: int = 1_000_000) -> DrainStats:
-        """Poll until the queue is empty (nothing visible, nothing in flight)."""
-        stats = DrainStats()
-        while stats.invocations < max_invocations:
-            if self.poll_once(stats) == 0 and self.in_flight() == 0:
-                break
-            if progress is not None:
-                progress(stats)
-        return stats
-
-
-Handler = Callable[[dict, Any], Any]
+from earnings_sync.observability import M
+from earnings_sync_local.emulator import embedded_emulator
+from earnings_sync_local.lambda_runtime import FAKE_ACCOUNT, REGION, Handler, LambdaContext, invoke, patched_environ
+from earnings_sync_local.sqs_mapping import DrainStats, SqsEventSource
 
 
 @dataclass
@@ -276,7 +50,7 @@ class LocalPipeline:
         environment: dict[str, str] | None = None,
     ) -> None:
         from consumers import sqs_consumer, stream_consumer
-        from earnings_sync.local_streams import DynamoDBStreamEventSource
+        from earnings_sync_local.stream_mapping import DynamoDBStreamEventSource
         from producers import app as producer_app
 
         self.resources = resources
@@ -323,7 +97,7 @@ class LocalPipeline:
 
     def drain(self, progress: Callable[[DrainStats], None] | None = None) -> PipelineDrain:
         """Deliver the queue, then the stream, again and again until neither has anything new."""
-        from earnings_sync.local_streams import merge_stats
+        from earnings_sync_local.stream_mapping import merge_stats
 
         stats = merge_stats(PipelineDrain(), self.source.drain(progress))
         while self.streams is not None:
@@ -521,9 +295,10 @@ def run_local(
 
     `on_ready` runs after the syncs while the emulator is still up (`--serve` blocks in it).
     """
-    from earnings_sync import aws, template
+    from earnings_sync import aws
     from earnings_sync.observability import requests_by_kind, validation_failures_by_rule
     from earnings_sync.table import EarningsTable, export_jsonl
+    from earnings_sync_local import template
 
     started = time.perf_counter()
     progress = Progress(progress_stream)
@@ -711,5 +486,3 @@ def format_summary(summary: LocalSummary) -> str:
     if summary.export:
         lines.append(f"exported to {summary.export}")
     return "\n".join(lines)
-
-

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from earnings_sync.cli_table import UsageError, add_table_arguments, on_table, sync_failures
+from earnings_sync_cli.tables import UsageError, add_table_arguments, on_table, sync_failures
 
 
 def _positive(text: str) -> int:

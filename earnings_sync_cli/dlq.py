@@ -9,14 +9,14 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from earnings_sync.cli_errors import UsageError
 from earnings_sync.dlq import FAILURE_KINDS
+from earnings_sync_cli.errors import UsageError
 
 FORCE_HINT = "pass --force to read it anyway (receiving counts toward its messages' maxReceiveCount)"
 
 
 def _sqs(args: argparse.Namespace, *, max_attempts: int = 8) -> Any:
-    from earnings_sync.cli_table import client
+    from earnings_sync_cli.tables import client
 
     return client("sqs", args.endpoint_url, max_attempts=max_attempts)
 
@@ -36,7 +36,7 @@ def _naming_queue(sqs: Any, queue: str) -> Iterator[None]:
     """A queue that disappears, or a URL that never named one, is a usage error naming it."""
     from botocore.exceptions import ClientError
 
-    from earnings_sync.cli_errors import is_missing_queue, where
+    from earnings_sync_cli.errors import is_missing_queue, where
 
     try:
         yield
@@ -185,7 +185,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         else:
             print(f"started StartMessageMoveTask {handle}; follow it with `aws sqs list-message-move-tasks`")
         return 0
-    from earnings_sync.local import Progress
+    from earnings_sync_local.pipeline import Progress
 
     display = Progress(sys.stderr)  # silent unless stderr is a terminal
     sqs = _sqs(args)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from earnings_sync.cli_errors import UsageError, error_code, one_line, where
+from earnings_sync_cli.errors import UsageError, error_code, one_line, where
 
 T = TypeVar("T")
 DEFAULT_TABLE = "earningsCalendar"
@@ -117,7 +117,7 @@ def on_table(args: argparse.Namespace, work: Callable[[Any, str], T]) -> tuple[T
         with naming_table(dynamodb, table):
             return work(dynamodb, table), None
 
-    from earnings_sync.local import run_local
+    from earnings_sync_local.pipeline import run_local
 
     check_csv_arguments(args)
     outcome: list[T] = []

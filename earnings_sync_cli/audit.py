@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Any
 
-from earnings_sync.cli_errors import UsageError
-from earnings_sync.cli_table import add_table_arguments, on_table, sync_failures
+from earnings_sync_cli.errors import UsageError
+from earnings_sync_cli.tables import add_table_arguments, on_table, sync_failures
 
 
 def register(subparsers: Any) -> None:

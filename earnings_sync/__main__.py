@@ -1,5 +1,0 @@
-import sys
-
-from earnings_sync.cli import main
-
-sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from earnings_sync_cli.main import main
+
+sys.exit(main())
