@@ -43,6 +43,7 @@ def test_the_suite_runs_on_the_patched_emulator() -> None:
     assert importlib.metadata.version("moto") == moto_speedups.PINNED_MOTO_VERSION
     assert moto_speedups.refusal() is None
     assert moto_speedups.active()
+    assert {(patch.owner, patch.name) for patch in moto_speedups._applied or ()} == set(moto_speedups.patched_attributes())
     patched = _moto_attributes()
     with moto_speedups.moto_as_shipped():
         assert not moto_speedups.active()
