@@ -4,9 +4,10 @@
     python -m bench.moto_patches --rounds 1
     python -m bench.moto_patches --only requests
 
-- per request: each patched path on a table of the sample's 10,285 items, patched and under
-  `moto_as_shipped()`, in one process; plus moto's JSON serializer, the patch's direct encoder and
-  the smaller change docs/moto-patches.md proposes to moto, on one BatchGetItem answer;
+- per request: each patched path on a table of the sample's 10,285 items, in one process: under
+  `moto_as_shipped()`, with every patch but that path's, and with every patch (CPU time: the server
+  runs in the process); plus moto's JSON serializer, the patch's direct encoder and the smaller
+  change docs/moto-patches.md proposes to moto, on one BatchGetItem answer;
 - per sync: `earnings-sync local SAMPLE SAMPLE` (a first sync, then an unchanged re-sync) as whole
   processes with every patch, with none, and with each left out, interleaved. The process's CPU
   seconds (the moto server runs in it) wander less than wall time on a shared machine.
@@ -43,11 +44,12 @@ LEFT_OUT = {
 
 # -- per request --------------------------------------------------------------------------------------
 def _median_ms(call: Callable[[], Any], repeat: int) -> float:
+    """CPU milliseconds of this process (client and moto server both), median of `repeat` calls."""
     took = []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started = time.process_time()
         call()
-        took.append(time.perf_counter() - started)
+        took.append(time.process_time() - started)
     return statistics.median(took) * 1000
 
 
@@ -94,7 +96,7 @@ def _request_cases(dynamodb: Any, sqs: Any, table: str, items: list[dict[str, An
         "Query, base table: 10 partitions": (query_partitions, 3, "query"),
         "Query, index: 5 report days, every page": (query_index, 3, "index"),
         "Scan of the whole table, pages of 1,000": (lambda: pages(dynamodb.scan, TableName=table, Limit=1000), 1, "scan"),
-        "BatchGetItem of 100 keys": (lambda: dynamodb.batch_get_item(RequestItems={table: {"Keys": keys}}), 5, "json"),
+        "BatchGetItem of 100 keys": (lambda: dynamodb.batch_get_item(RequestItems={table: {"Keys": keys}}), 9, "json"),
         "SQS: SendMessageBatch 400 messages, ReceiveMessage them all": (send_and_receive_400, 1, "sqs"),
     }
 
@@ -144,7 +146,7 @@ def per_request() -> list[tuple[str, str, str]]:
                 without = _median_ms(call, repeat)
             with moto_speedups.moto_as_shipped():
                 shipped = _median_ms(call, repeat)
-            rows.append((name, f"{shipped:,.0f} ms / {without:,.0f} ms / {patched:,.0f} ms", f"{patch} patch: {without / patched:.1f}×; all: {shipped / patched:.1f}× (median of {repeat})"))
+            rows.append((name, f"{shipped:,.0f} ms / {without:,.0f} ms / {patched:,.0f} ms", f"{patch} patch: {without / patched:.1f}×; all: {shipped / patched:.1f}× (CPU, median of {repeat})"))
     return rows + serializer_rows(items[:100])
 
 
@@ -241,7 +243,7 @@ def main() -> None:
         print(json.dumps(one_sync_run(args.one_sync_run)))
         return
     if args.only != "syncs":
-        print("\n## Per request, on a table of the sample's 10,285 items (moto as shipped / every patch but this path's / every patch)")
+        print("\n## Per request, on a table of the sample's 10,285 items: CPU ms, moto as shipped / every patch but this path's / every patch")
         for row in per_request():
             print("| " + " | ".join(row) + " |")
     if args.only != "requests":

@@ -18,10 +18,11 @@ each one up as a change to moto itself, with its measured cost:
   **SendMessage** computes them all to read `ContentBasedDeduplication`. The patch reads the one
   attribute needed.
 - **JSON-protocol responses** (DynamoDB, DynamoDB Streams) go through moto's generic, reflective
-  serializer, which looks every value up by several candidate names: about half a millisecond per
+  serializer, which looks every value up by several candidate names: about a millisecond per
   item or stream record. moto already holds these results as plain dicts in wire form; the patch
   walks them along the same output shape directly and hands timestamps, blobs and anything not
-  plain (objects, snake_case keys, renamed members) to the serializer's own code.
+  plain (objects, snake_case keys, renamed members) to the serializer's own code; operations whose
+  output has a member the picker could read from another member's key keep the serializer.
 
 The patches rely on moto's internals, so they are fenced: `installed()` patches only the pinned moto
 version, and only when every function they replace or call still has the signature they were written
@@ -424,15 +425,70 @@ def _encode(serializer: Any, value: Any, shape: Any) -> Any:
     return wrapper["value"]
 
 
+def _member_aliases(parent: Any, name: str, member: Any) -> set[str]:
+    """Every key moto's XFormedAttributePicker may read a member from in a dict: its own name, the
+    aliases its providers give (shape name, prefix-less name, serialization name) and their snake_case forms."""
+    from botocore import xform_name
+
+    keys = {name}
+    if member.serialization.get("name"):
+        keys.add(member.serialization["name"])
+    if member.type_name in ("list", "structure") and member.name not in parent.members:
+        keys.add(member.name)
+    if name.lower().startswith(parent.name.lower()) and name[len(parent.name) :] not in parent.members:  # ShapePrefixAlias
+        keys.add(name[len(parent.name) :])
+    if name.lower().startswith("dict"):  # ClassPrefixAlias, the value being a dict
+        keys.add(name[len("dict") :])
+    return keys | {xform_name(key) for key in keys}
+
+
+def _picks_own_keys(shape: Any) -> bool:
+    """Whether, for every structure under `shape`, no member can be read from another member's key:
+    then moto's picker finds a plain dict's own key or nothing, as `_encode` does."""
+    seen: set[str] = set()
+    pending = [shape]
+    while pending:
+        current = pending.pop()
+        if current.name in seen:
+            continue
+        seen.add(current.name)
+        if current.type_name == "structure":
+            names = set(current.members)
+            for name, member in current.members.items():
+                if _member_aliases(current, name, member) & (names - {name}):
+                    return False
+                pending.append(member)
+        elif current.type_name == "list":
+            pending.append(current.member)
+        elif current.type_name == "map":
+            pending.append(current.value)
+    return True
+
+
+_own_keys_by_operation: dict[tuple[str, str], bool] = {}
+
+
 def _json_response_patches() -> list[_Patch]:
     """JSON responses of plain dicts are encoded along the output shape, not through the value picker."""
     from moto.core.serialize import JSONSerializer
 
     moto_serialize_result = JSONSerializer._serialize_result
 
+    def picks_own_keys(serializer: Any, shape: Any) -> bool:
+        operation = (serializer.service_model.service_name, serializer.operation_model.name)
+        answer = _own_keys_by_operation.get(operation)
+        if answer is None:
+            answer = _own_keys_by_operation[operation] = _picks_own_keys(shape)
+        return answer
+
     def _serialize_result(self: Any, resp: Any, result: Any) -> Any:
         shape = self.operation_model.output_shape
-        if shape is not None and type(result) is dict and not getattr(self._value_picker, "response_transformers", None):
+        if (
+            shape is not None
+            and type(result) is dict
+            and not getattr(self._value_picker, "response_transformers", None)
+            and picks_own_keys(self, shape)
+        ):
             try:
                 encoded = _encode(self, result, shape)
             except _Fallback:

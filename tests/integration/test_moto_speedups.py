@@ -198,6 +198,30 @@ def test_values_the_direct_encoder_does_not_understand_go_to_the_serializer() ->
         moto_speedups._encode(_FakeSerializer(store=False), {"ConsumedCapacity": {"CapacityUnits": 1.5}}, output)
 
 
+def test_outputs_whose_members_the_picker_may_read_from_a_sibling_key_keep_the_serializer() -> None:
+    from moto.core.responses import get_service_model
+    from moto.core.serialize import JSONSerializer, XFormedAttributePicker
+
+    def output(service: str, operation: str) -> Any:
+        return get_service_model(service).operation_model(operation)
+
+    for service in ("dynamodb", "dynamodbstreams", "sqs"):
+        model = get_service_model(service)
+        assert all(moto_speedups._picks_own_keys(model.operation_model(name).output_shape) for name in model.operation_names if model.operation_model(name).output_shape)
+    # CloudWatch Logs' LogGroup: moto reads `logGroupArn` from an `arn` key (prefix alias "Arn", snake_cased)
+    describe = output("logs", "DescribeLogGroups")
+    assert not moto_speedups._picks_own_keys(describe.output_shape)
+    answer = {"logGroups": [{"logGroupName": "g", "arn": "arn:aws:logs:us-east-1:123456789012:log-group:g"}]}
+
+    def body() -> Any:
+        return json.loads(JSONSerializer(describe, value_picker=XFormedAttributePicker()).serialize(answer)["body"])
+
+    patched = body()
+    with moto_speedups.moto_as_shipped():
+        assert body() == patched
+    assert patched["logGroups"][0]["logGroupArn"] == answer["logGroups"][0]["arn"]
+
+
 class _FakeSerializer:
     """Stands in for moto's serializer on the values the direct encoder hands over."""
 
