@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from earnings_sync.ledger import SyncLedger
 from earnings_sync_cli.errors import UsageError
 from earnings_sync_cli.tables import add_table_arguments, on_table, sync_failures
 
@@ -43,8 +44,7 @@ def ledger_table(args: argparse.Namespace, table: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from earnings_sync.audit import audit_table, format_report
-    from earnings_sync.ledger import SyncLedger
+    from earnings_sync.audit import audit_table, format_report  # lazy: loads botocore; keeps the CLI's start fast
 
     def audit(client: Any, table: str) -> Any:
         return audit_table(client, table, fix=args.fix, ledger=SyncLedger(client, ledger_table(args, table)))

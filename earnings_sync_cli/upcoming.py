@@ -55,6 +55,7 @@ def format_items(items: list[dict[str, Any]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: they load botocore and Powertools; keeps the CLI's start fast
     from earnings_sync.observability import upcoming_metrics
     from earnings_sync.upcoming import check_request, upcoming_earnings
 

@@ -13,8 +13,9 @@ from earnings_sync import aws as aws_clients
 from earnings_sync.audit import audit_table
 from earnings_sync.table import EarningsTable, item_to_plain
 from earnings_sync.upcoming import upcoming_earnings
+from earnings_sync_cli.local import format_summary
 from earnings_sync_cli.main import main
-from earnings_sync_local.pipeline import format_summary, run_local
+from earnings_sync_local.pipeline import run_local
 from tests.conftest import csv_text
 
 T1, T2 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"

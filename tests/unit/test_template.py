@@ -424,6 +424,18 @@ def test_create_resources_builds_what_the_template_says(template: dict, aws) -> 
     assert res.environments["ProducerFunction"]["QUEUE_URL"] == res.queue_url
 
 
+def test_each_function_handler_comes_from_the_template_globals_included(template: dict, aws) -> None:
+    dynamodb, sqs = aws
+    changed = copy.deepcopy(template)
+    changed["Globals"]["Function"]["Handler"] = "shared.entry.handle"  # SAM: the function's own wins
+    del changed["Resources"]["ConsumerFunction"]["Properties"]["Handler"]
+    res = create_resources(changed, dynamodb, sqs, name_prefix="h-")
+    functions = {k: r for k, r in template["Resources"].items() if r.get("Type") == "AWS::Serverless::Function"}
+    assert set(res.handlers) == set(functions) >= {"ProducerFunction", CONSUMER_ID, STREAM_CONSUMER_ID}
+    assert res.handlers[CONSUMER_ID] == "shared.entry.handle"
+    assert all(res.handlers[k] == r["Properties"]["Handler"] for k, r in functions.items() if k != CONSUMER_ID)
+
+
 def test_max_receive_count_override_reaches_redrive_policy_and_consumer_env(template: dict, aws) -> None:
     dynamodb, sqs = aws
     res = create_resources(
