@@ -1,7 +1,9 @@
-"""Metric names and how domain results become metrics (Powertools Metrics, Embedded Metric Format).
+"""Metric names, and how domain results become metrics (Powertools Metrics, Embedded Metric Format)
+and log lines.
 
 The domain code only counts (`ConsumerTally`, `SyncReport`); handlers turn the counts into metrics
-here, once per invocation. `parse_emf` reads the same EMF lines back, for the local runner's summary
+and log lines here, once per invocation (`SyncLog`, `ConsumerBatchLog`, `StreamBatchLog`,
+`UpcomingLog`), so what each function reports is tested without Lambda. `parse_emf` reads the same EMF lines back, for the local runner's summary
 and for tests, so what an operator sees in CloudWatch and what `earnings-sync local` prints agree.
 
 `METRICS` declares every metric once (unit, emitting handlers, meaning, dimensions): the emit
@@ -18,9 +20,19 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+
+from earnings_sync.consistency import item_key
+from earnings_sync.consumer import ConsumerTally, MessageContext
+from earnings_sync.producer import EnqueueError, SyncAborted, SyncReport
+from earnings_sync.records import EarningsRecord, NotACalendarError, Rejection, UpstreamError
+from earnings_sync.sources import SourceError
+from earnings_sync.stream import StreamTally
+
+if TYPE_CHECKING:
+    from earnings_sync.upcoming import UpcomingResult
 
 NAMESPACE = "EarningsSync"
 SERVICE = "earnings-sync"
@@ -361,3 +373,235 @@ def requests_by_kind(totals: Mapping[str, float]) -> dict[str, int]:
                 kind = name[len(prefix):]
                 found[kind] = found.get(kind, 0) + int(value)
     return dict(sorted(found.items()))
+
+
+# --------------------------------------------------------------------------- log lines
+# What each handler logs, shaped here next to its metrics so a test can read it without Lambda:
+# every line joinable by sync id (and message id in the consumer), counts and a few keys, never an
+# item's content. `logger` is a Powertools Logger (anything with its info/warning/error/append_keys).
+
+MAX_LOGGED_REJECTIONS = 100  # rejected rows logged one line each per sync; all of them are counted
+MAX_LOGGED_FAILURES = 20  # failed messages listed in the producer's error line; all of them are counted
+MAX_LOGGED_SYNC_IDS = 10  # syncs named on a batch line
+
+
+def loggable_sync(summary: dict[str, Any]) -> dict[str, Any]:
+    """The report without the per-row rejections (each was logged on its own) and with a capped
+    list of failed messages, so one log line stays readable whatever the sync did."""
+    shown = {k: v for k, v in summary.items() if k not in ("rejections", "failed_messages")}
+    failed = summary.get("failed_messages") or []
+    if failed:
+        shown["failed_messages"] = failed[:MAX_LOGGED_FAILURES]
+        shown["failed_messages_total"] = len(failed)
+    return shown
+
+
+class SyncLog:
+    """The producer's lines and metrics for one sync: the callbacks `producer.sync_from_event`
+    takes while it runs, then one line (and the sync's metrics) for the way it ended."""
+
+    def __init__(self, logger: Any, metrics: Any) -> None:
+        self.logger = logger
+        self.metrics = metrics
+        self.rejections_seen = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_start": self.started, "on_rejection": self.rejected, "on_duplicate": self.duplicate}
+
+    def started(self, report: SyncReport) -> None:
+        self.logger.append_keys(sync_id=report.sync_id)
+        self.logger.info("sync started", extra={"source": report.source, "synced_at": report.synced_at})
+
+    def rejected(self, rejection: Rejection) -> None:
+        if self.rejections_seen < MAX_LOGGED_REJECTIONS:
+            extra = {"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail}
+            self.logger.warning("row rejected", extra=extra)
+        self.rejections_seen += 1
+
+    def duplicate(self, earlier: EarningsRecord, later: EarningsRecord) -> None:
+        self.logger.info(
+            "duplicate key in snapshot, later row wins",
+            extra={"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]},
+        )
+
+    def failed(self, exc: BaseException, throttles: int) -> None:
+        """The error line of a sync that raised; nothing for an error no line describes (it is raised as it is)."""
+        if isinstance(exc, NotACalendarError):  # AlphaVantage's error replies and files/objects that are no calendar
+            add_metric(self.metrics, M.UPSTREAM_ERRORS, 1)
+            if isinstance(exc, UpstreamError):
+                self.logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
+            else:
+                self.logger.error("not an earnings calendar, nothing enqueued", extra={"kind": exc.kind, "problem": exc.message})
+        elif isinstance(exc, SourceError):
+            self.logger.error("source unavailable, nothing enqueued", extra={"problem": str(exc)})
+        elif isinstance(exc, EnqueueError):
+            summary = exc.report.as_dict()
+            emit_producer_metrics(self.metrics, summary, throttles)
+            self.logger.error("sync incomplete: messages not sent", extra={"sync": loggable_sync(summary), "throttles": throttles})
+        elif isinstance(exc, SyncAborted):
+            summary = exc.report.as_dict()
+            emit_producer_metrics(self.metrics, summary, throttles)
+            self.logger.error(
+                "sync aborted", extra={"reason": exc.report.aborted, "sync": loggable_sync(summary), "throttles": throttles}
+            )
+
+    def enqueued(self, report: SyncReport, throttles: int, memory: Mapping[str, float]) -> dict[str, Any]:
+        """Metrics and the closing line of a sync that sent everything; returns the handler's answer."""
+        summary = report.as_dict()
+        emit_producer_metrics(self.metrics, summary, throttles)
+        self.logger.info("sync enqueued", extra={"sync": loggable_sync(summary), "throttles": throttles, **memory})
+        return summary
+
+
+def _failed_items(response: Mapping[str, Any]) -> int:
+    return len(response.get("batchItemFailures", []))
+
+
+class ConsumerBatchLog:
+    """The consumer's lines for one SQS batch: each message's ids on every line logged while it is
+    handled, conflicts as counts and a few keys, one summary line. `tally` feeds the metrics."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+        self.tally = ConsumerTally()
+        self.sync_ids: dict[str, None] = {}  # ordered set: which syncs this batch carried
+
+    def message(self, record: Any) -> MessageContext:
+        """`record` is a Powertools SQSRecord: its context for `MessageConsumer.process`."""
+        attributes = record.raw_event.get("messageAttributes") or {}
+        sync_id = (attributes.get("sync_id") or {}).get("stringValue", "")
+        self.sync_ids[sync_id] = None
+        self.logger.append_keys(message_id=record.message_id, sync_id=sync_id)
+        return MessageContext(
+            message_id=record.message_id,
+            receive_count=int(record.attributes.approximate_receive_count or 1),
+            attributes=attributes,
+        )
+
+    def message_failed(self, exc: BaseException, message: MessageContext) -> None:
+        extra = {"reason": str(exc), "receive_count": message.receive_count}
+        self.logger.warning("message failed, SQS will deliver it again", extra=extra)
+
+    def finished(self, response: Mapping[str, Any], throttles: int, duration_ms: float, memory: Mapping[str, float]) -> None:
+        tally = self.tally
+        if tally.stale or tally.lost_races:
+            # Conflicts are expected (replays, redeliveries, concurrent syncs): counts and a few keys.
+            self.logger.info(
+                "conflicts resolved",
+                extra={
+                    "stale_skipped": tally.stale,
+                    "stale_keys": [list(key) for key in tally.stale_keys],
+                    "lost_races": tally.lost_races,
+                },
+            )
+        self.logger.info(
+            "batch processed",
+            extra={
+                "messages": tally.messages,
+                "sync_ids": list(self.sync_ids)[:MAX_LOGGED_SYNC_IDS],
+                "failed": _failed_items(response),
+                "inserted": tally.inserted,
+                "updated": tally.updated,
+                "unchanged": tally.unchanged,
+                "stale_skipped": tally.stale,
+                "poison_records": tally.poison_records,
+                "invalid_messages": tally.invalid_messages,
+                "dlq_sends": tally.dlq_sends,
+                "retries": tally.retries,
+                "retry_exhausted": tally.retry_exhausted,
+                "throttles": throttles,
+                "duration_ms": round(duration_ms, 1),
+                **memory,
+            },
+        )
+
+
+def _change_sync_id(change: Mapping[str, Any]) -> str:
+    """The sync that made this change (new image; old image for a REMOVE): joins the producer's logs."""
+    image = change.get("NewImage") or change.get("OldImage") or {}
+    return str((image.get("sync_id") or {}).get("S", ""))
+
+
+class StreamBatchLog:
+    """The stream consumer's lines for one batch: a line per failed record and per item that breaks
+    a rule, what was tidied (keys only), one summary line. `tally` feeds the metrics."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+        self.tally = StreamTally()
+        self.sync_ids: dict[str, None] = {}  # ordered set: which syncs' writes this batch carried
+
+    def record(self, raw_record: Mapping[str, Any]) -> None:
+        """`raw_record` is one stream record as Lambda delivers it."""
+        self.sync_ids[_change_sync_id(raw_record.get("dynamodb") or {})] = None
+
+    def record_failed(self, raw_record: Mapping[str, Any], exc: BaseException) -> None:
+        """Counted as a failure; the line names the record (sequence number, key, sync), never its images."""
+        self.tally.failures += 1
+        change = raw_record.get("dynamodb") or {}
+        self.logger.warning(
+            "stream record failed, Lambda will retry from it",
+            extra={
+                "sequence_number": change.get("SequenceNumber"),
+                "event_name": raw_record.get("eventName"),
+                "key": list(item_key(change.get("Keys") or {})),
+                "sync_id": _change_sync_id(change),
+                "error": f"{type(exc).__name__}: {exc}"[:300],
+            },
+        )
+
+    def finished(self, response: Mapping[str, Any], throttles: int, duration_ms: float, memory: Mapping[str, float]) -> None:
+        tally = self.tally
+        for key, rules in tally.invalid:
+            self.logger.warning("item breaks consistency rules", extra={"key": list(key), "rules": rules})
+        if tally.removed or tally.restored:
+            self.logger.info(
+                "table tidied",
+                extra={"superseded_removed": [list(k) for k in tally.removed], "regressions_restored": [list(k) for k in tally.restored]},
+            )
+        self.logger.info(
+            "stream batch processed",
+            extra={
+                "records": tally.records,
+                "sync_ids": list(self.sync_ids)[:MAX_LOGGED_SYNC_IDS],
+                "failed": _failed_items(response),
+                "validation_passed": tally.validation_passed,
+                "validation_failed": dict(tally.violations),
+                "bookkeeping_only": tally.bookkeeping_only,
+                "superseded_removed": tally.superseded_removed,
+                "superseded_conflicts": tally.superseded_conflicts,
+                "regressions_restored": tally.regressions_restored,
+                "removes": tally.removes,
+                "throttles": throttles,
+                "duration_ms": round(duration_ms, 1),
+                **memory,
+            },
+        )
+
+
+class UpcomingLog:
+    """The upcoming-earnings function's line and request metrics for each way a request ends."""
+
+    def __init__(self, logger: Any, metrics: Any) -> None:
+        self.logger = logger
+        self.metrics = metrics
+
+    def invalid(self, exc: ValueError) -> dict[str, str]:
+        """The caller's mistake, found before any query: not a GSI failure, no request metric."""
+        self.logger.warning("invalid upcoming request", extra={"error": str(exc)})
+        return {"error": str(exc)}
+
+    def failed(self, exc: BaseException, throttles: int) -> None:
+        emit_upcoming_request(self.metrics, failed=True, throttles=throttles)
+        self.logger.error("upcoming query failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300], "throttles": throttles})
+
+    def answered(self, result: UpcomingResult, throttles: int, memory: Mapping[str, float]) -> dict[str, Any]:
+        """Metrics and the line of an answered request (the items are not logged); returns the answer."""
+        emit_upcoming_request(self.metrics, failed=False, throttles=throttles)
+        emit_upcoming_metrics(self.metrics, result)
+        answer = result.as_dict()
+        self.logger.info(
+            "upcoming query answered",
+            extra={**{k: v for k, v in answer.items() if k != "items"}, "throttles": throttles, **memory},
+        )
+        return answer
