@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
-from earnings_sync.consumer import MessageConsumer, MessageFailed
+from earnings_sync.consumer import ConsumerTally, MessageConsumer, MessageContext, MessageFailed
 from earnings_sync.lambda_setup import batch_processor, observed_function
 from earnings_sync.ledger import SyncLedger
 from earnings_sync.observability import ConsumerBatchLog, emit_consumer_metrics, emit_memory_metrics
@@ -29,13 +29,23 @@ def build_consumer(settings: Settings) -> MessageConsumer:
     return MessageConsumer(table, aws.client("sqs"), settings.dlq_url, settings.max_receive_count, ledger)
 
 
+def message_context(record: SQSRecord) -> MessageContext:
+    """What the consumer needs of an SQS record besides its body."""
+    return MessageContext(
+        message_id=record.message_id,
+        receive_count=int(record.attributes.approximate_receive_count or 1),
+        attributes=record.raw_event.get("messageAttributes") or {},
+    )
+
+
 @observed.handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     consumer = build_consumer(Settings.from_env())
-    batch = ConsumerBatchLog(logger)
+    batch = ConsumerBatchLog(logger, ConsumerTally())
 
     def record_handler(record: SQSRecord) -> None:
-        message = batch.message(record)
+        message = message_context(record)
+        batch.message(message)
         try:
             consumer.process(record.body, message, batch.tally)
         except MessageFailed as exc:

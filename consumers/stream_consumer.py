@@ -11,11 +11,12 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
+from earnings_sync.consistency import item_key
 from earnings_sync.lambda_setup import batch_processor, observed_function
 from earnings_sync.ledger import SyncLedger
 from earnings_sync.observability import StreamBatchLog, emit_memory_metrics, emit_stream_metrics
 from earnings_sync.settings import Settings
-from earnings_sync.stream import StreamProcessor
+from earnings_sync.stream import StreamProcessor, StreamTally
 
 observed = observed_function()
 logger, metrics = observed.logger, observed.metrics
@@ -31,7 +32,7 @@ def build_processor(settings: Settings) -> StreamProcessor:
 @observed.handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     stream = build_processor(Settings.from_env())
-    batch = StreamBatchLog(logger)
+    batch = StreamBatchLog(logger, StreamTally(), key_of=item_key)
 
     def record_handler(record: DynamoDBRecord) -> None:
         batch.record(record.raw_event)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
 from earnings_sync.observability import NAMESPACE, SERVICE
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
 LambdaHandler = TypeVar("LambdaHandler", bound=Callable[..., Any])
 
@@ -45,4 +47,8 @@ def observed_function() -> ObservedFunction:
 def batch_processor(event_type: EventType) -> BatchProcessor:
     """Partial batch failures for SQS or DynamoDB streams. A batch where every record failed is
     reported record by record too (not raised), so the handler still logs and flushes its metrics."""
+    # Imported on use: the producer and the query function never load the batch utilities, a large
+    # part of a consumer's cold start.
+    from aws_lambda_powertools.utilities.batch import BatchProcessor
+
     return BatchProcessor(event_type=event_type, raise_on_entire_batch_failure=False)

@@ -2,8 +2,9 @@
 and log lines.
 
 The domain code only counts (`ConsumerTally`, `SyncReport`); handlers turn the counts into metrics
-and log lines here, once per invocation (`SyncLog`, `ConsumerBatchLog`, `StreamBatchLog`,
-`UpcomingLog`), so what each function reports is tested without Lambda. `parse_emf` reads the same EMF lines back, for the local runner's summary
+and log lines here, once per invocation (`ConsumerBatchLog`, `StreamBatchLog`, `UpcomingLog`;
+the producer's `SyncLog` lives with its report in producer.py), so what each function reports is
+tested without Lambda. `parse_emf` reads the same EMF lines back, for the local runner's summary
 and for tests, so what an operator sees in CloudWatch and what `earnings-sync local` prints agree.
 
 `METRICS` declares every metric once (unit, emitting handlers, meaning, dimensions): the emit
@@ -17,21 +18,16 @@ import json
 import resource
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from earnings_sync.consistency import item_key
-from earnings_sync.consumer import ConsumerTally, MessageContext
-from earnings_sync.producer import EnqueueError, SyncAborted, SyncReport
-from earnings_sync.records import EarningsRecord, NotACalendarError, Rejection, UpstreamError
-from earnings_sync.sources import SourceError
-from earnings_sync.stream import StreamTally
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: a function loads the domain modules it runs, no others
+    from earnings_sync.consumer import ConsumerTally, MessageContext
+    from earnings_sync.stream import StreamTally
     from earnings_sync.upcoming import UpcomingResult
 
 NAMESPACE = "EarningsSync"
@@ -376,81 +372,11 @@ def requests_by_kind(totals: Mapping[str, float]) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- log lines
-# What each handler logs, shaped here next to its metrics so a test can read it without Lambda:
-# every line joinable by sync id (and message id in the consumer), counts and a few keys, never an
-# item's content. `logger` is a Powertools Logger (anything with its info/warning/error/append_keys).
+# What the consumers and the upcoming function log, shaped here next to their metrics so a test can
+# read it without Lambda: every line joinable by sync id (and message id in the consumer), counts and
+# a few keys, never an item's content. `logger` is a Powertools Logger (or anything with its methods).
 
-MAX_LOGGED_REJECTIONS = 100  # rejected rows logged one line each per sync; all of them are counted
-MAX_LOGGED_FAILURES = 20  # failed messages listed in the producer's error line; all of them are counted
 MAX_LOGGED_SYNC_IDS = 10  # syncs named on a batch line
-
-
-def loggable_sync(summary: dict[str, Any]) -> dict[str, Any]:
-    """The report without the per-row rejections (each was logged on its own) and with a capped
-    list of failed messages, so one log line stays readable whatever the sync did."""
-    shown = {k: v for k, v in summary.items() if k not in ("rejections", "failed_messages")}
-    failed = summary.get("failed_messages") or []
-    if failed:
-        shown["failed_messages"] = failed[:MAX_LOGGED_FAILURES]
-        shown["failed_messages_total"] = len(failed)
-    return shown
-
-
-class SyncLog:
-    """The producer's lines and metrics for one sync: the callbacks `producer.sync_from_event`
-    takes while it runs, then one line (and the sync's metrics) for the way it ended."""
-
-    def __init__(self, logger: Any, metrics: Any) -> None:
-        self.logger = logger
-        self.metrics = metrics
-        self.rejections_seen = 0
-
-    def callbacks(self) -> dict[str, Any]:
-        return {"on_start": self.started, "on_rejection": self.rejected, "on_duplicate": self.duplicate}
-
-    def started(self, report: SyncReport) -> None:
-        self.logger.append_keys(sync_id=report.sync_id)
-        self.logger.info("sync started", extra={"source": report.source, "synced_at": report.synced_at})
-
-    def rejected(self, rejection: Rejection) -> None:
-        if self.rejections_seen < MAX_LOGGED_REJECTIONS:
-            extra = {"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail}
-            self.logger.warning("row rejected", extra=extra)
-        self.rejections_seen += 1
-
-    def duplicate(self, earlier: EarningsRecord, later: EarningsRecord) -> None:
-        self.logger.info(
-            "duplicate key in snapshot, later row wins",
-            extra={"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]},
-        )
-
-    def failed(self, exc: BaseException, throttles: int) -> None:
-        """The error line of a sync that raised; nothing for an error no line describes (it is raised as it is)."""
-        if isinstance(exc, NotACalendarError):  # AlphaVantage's error replies and files/objects that are no calendar
-            add_metric(self.metrics, M.UPSTREAM_ERRORS, 1)
-            if isinstance(exc, UpstreamError):
-                self.logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
-            else:
-                self.logger.error("not an earnings calendar, nothing enqueued", extra={"kind": exc.kind, "problem": exc.message})
-        elif isinstance(exc, SourceError):
-            self.logger.error("source unavailable, nothing enqueued", extra={"problem": str(exc)})
-        elif isinstance(exc, EnqueueError):
-            summary = exc.report.as_dict()
-            emit_producer_metrics(self.metrics, summary, throttles)
-            self.logger.error("sync incomplete: messages not sent", extra={"sync": loggable_sync(summary), "throttles": throttles})
-        elif isinstance(exc, SyncAborted):
-            summary = exc.report.as_dict()
-            emit_producer_metrics(self.metrics, summary, throttles)
-            self.logger.error(
-                "sync aborted", extra={"reason": exc.report.aborted, "sync": loggable_sync(summary), "throttles": throttles}
-            )
-
-    def enqueued(self, report: SyncReport, throttles: int, memory: Mapping[str, float]) -> dict[str, Any]:
-        """Metrics and the closing line of a sync that sent everything; returns the handler's answer."""
-        summary = report.as_dict()
-        emit_producer_metrics(self.metrics, summary, throttles)
-        self.logger.info("sync enqueued", extra={"sync": loggable_sync(summary), "throttles": throttles, **memory})
-        return summary
 
 
 def _failed_items(response: Mapping[str, Any]) -> int:
@@ -461,22 +387,16 @@ class ConsumerBatchLog:
     """The consumer's lines for one SQS batch: each message's ids on every line logged while it is
     handled, conflicts as counts and a few keys, one summary line. `tally` feeds the metrics."""
 
-    def __init__(self, logger: Any) -> None:
+    def __init__(self, logger: Any, tally: ConsumerTally) -> None:
         self.logger = logger
-        self.tally = ConsumerTally()
+        self.tally = tally
         self.sync_ids: dict[str, None] = {}  # ordered set: which syncs this batch carried
 
-    def message(self, record: Any) -> MessageContext:
-        """`record` is a Powertools SQSRecord: its context for `MessageConsumer.process`."""
-        attributes = record.raw_event.get("messageAttributes") or {}
-        sync_id = (attributes.get("sync_id") or {}).get("stringValue", "")
+    def message(self, message: MessageContext) -> None:
+        """A message about to be handled: its ids go on every line logged until the next one."""
+        sync_id = (message.attributes.get("sync_id") or {}).get("stringValue", "")
         self.sync_ids[sync_id] = None
-        self.logger.append_keys(message_id=record.message_id, sync_id=sync_id)
-        return MessageContext(
-            message_id=record.message_id,
-            receive_count=int(record.attributes.approximate_receive_count or 1),
-            attributes=attributes,
-        )
+        self.logger.append_keys(message_id=message.message_id, sync_id=sync_id)
 
     def message_failed(self, exc: BaseException, message: MessageContext) -> None:
         extra = {"reason": str(exc), "receive_count": message.receive_count}
@@ -526,9 +446,10 @@ class StreamBatchLog:
     """The stream consumer's lines for one batch: a line per failed record and per item that breaks
     a rule, what was tidied (keys only), one summary line. `tally` feeds the metrics."""
 
-    def __init__(self, logger: Any) -> None:
+    def __init__(self, logger: Any, tally: StreamTally, key_of: Callable[[Mapping[str, Any]], tuple[str, str]]) -> None:
         self.logger = logger
-        self.tally = StreamTally()
+        self.tally = tally
+        self.key_of = key_of  # an item's (asset_symbol, earnings_date) from a record's `Keys`
         self.sync_ids: dict[str, None] = {}  # ordered set: which syncs' writes this batch carried
 
     def record(self, raw_record: Mapping[str, Any]) -> None:
@@ -544,7 +465,7 @@ class StreamBatchLog:
             extra={
                 "sequence_number": change.get("SequenceNumber"),
                 "event_name": raw_record.get("eventName"),
-                "key": list(item_key(change.get("Keys") or {})),
+                "key": list(self.key_of(change.get("Keys") or {})),
                 "sync_id": _change_sync_id(change),
                 "error": f"{type(exc).__name__}: {exc}"[:300],
             },

@@ -8,7 +8,7 @@ import os
 import stat
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -17,12 +17,14 @@ from typing import Any
 from earnings_sync import sources
 from earnings_sync.ledger import MAX_NOTED, Manifest, SyncLedger
 from earnings_sync.messages import batch_entries, build_messages, decode_envelope
+from earnings_sync.observability import M, add_metric, emit_producer_metrics
 from earnings_sync.records import (
     SYMBOL_RE,
     EarningsRecord,
     NotACalendarError,
     ParseStats,
     Rejection,
+    UpstreamError,
     iter_symbol_groups,
     parse_csv,
     physical_lines,
@@ -484,3 +486,77 @@ def _sync_from_alphavantage(
     return producer.run(
         body, source_name=f"alphavantage:{horizon}", synced_at=synced_at, secrets=[api_key], from_alphavantage=True
     )
+
+
+# --------------------------------------------------------------------------- what a sync logs
+
+MAX_LOGGED_REJECTIONS = 100  # rejected rows logged one line each per sync; all of them are counted
+MAX_LOGGED_FAILURES = 20  # failed messages listed in the error line; all of them are counted
+
+
+def loggable_sync(summary: dict[str, Any]) -> dict[str, Any]:
+    """The report without the per-row rejections (each was logged on its own) and with a capped
+    list of failed messages, so one log line stays readable whatever the sync did."""
+    shown = {k: v for k, v in summary.items() if k not in ("rejections", "failed_messages")}
+    failed = summary.get("failed_messages") or []
+    if failed:
+        shown["failed_messages"] = failed[:MAX_LOGGED_FAILURES]
+        shown["failed_messages_total"] = len(failed)
+    return shown
+
+
+class SyncLog:
+    """The producer function's lines and metrics for one sync, shaped here so a test reads them
+    without Lambda: the callbacks `sync_from_event` takes while it runs (every line from the first
+    carries the sync_id), then one line, and the sync's metrics, for the way it ended. `logger` is a
+    Powertools Logger, `metrics` Powertools Metrics."""
+
+    def __init__(self, logger: Any, metrics: Any) -> None:
+        self.logger = logger
+        self.metrics = metrics
+        self.rejections_seen = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_start": self.started, "on_rejection": self.rejected, "on_duplicate": self.duplicate}
+
+    def started(self, report: SyncReport) -> None:
+        self.logger.append_keys(sync_id=report.sync_id)
+        self.logger.info("sync started", extra={"source": report.source, "synced_at": report.synced_at})
+
+    def rejected(self, rejection: Rejection) -> None:
+        if self.rejections_seen < MAX_LOGGED_REJECTIONS:
+            extra = {"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail}
+            self.logger.warning("row rejected", extra=extra)
+        self.rejections_seen += 1
+
+    def duplicate(self, earlier: EarningsRecord, later: EarningsRecord) -> None:
+        self.logger.info(
+            "duplicate key in snapshot, later row wins",
+            extra={"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]},
+        )
+
+    def failed(self, exc: BaseException, throttles: int) -> None:
+        """The error line of a sync that raised; nothing for an error no line describes (it is raised as it is)."""
+        if isinstance(exc, NotACalendarError):  # AlphaVantage's error replies and files/objects that are no calendar
+            add_metric(self.metrics, M.UPSTREAM_ERRORS, 1)
+            if isinstance(exc, UpstreamError):
+                self.logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
+            else:
+                self.logger.error("not an earnings calendar, nothing enqueued", extra={"kind": exc.kind, "problem": exc.message})
+        elif isinstance(exc, SourceError):
+            self.logger.error("source unavailable, nothing enqueued", extra={"problem": str(exc)})
+        elif isinstance(exc, (EnqueueError, SyncAborted)):
+            summary = exc.report.as_dict()
+            emit_producer_metrics(self.metrics, summary, throttles)
+            extra = {"sync": loggable_sync(summary), "throttles": throttles}
+            if isinstance(exc, EnqueueError):
+                self.logger.error("sync incomplete: messages not sent", extra=extra)
+            else:
+                self.logger.error("sync aborted", extra={"reason": exc.report.aborted, **extra})
+
+    def enqueued(self, report: SyncReport, throttles: int, memory: Mapping[str, float]) -> dict[str, Any]:
+        """Metrics and the closing line of a sync that sent everything; returns the function's answer."""
+        summary = report.as_dict()
+        emit_producer_metrics(self.metrics, summary, throttles)
+        self.logger.info("sync enqueued", extra={"sync": loggable_sync(summary), "throttles": throttles, **memory})
+        return summary

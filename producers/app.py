@@ -9,8 +9,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from earnings_sync import aws
 from earnings_sync.lambda_setup import observed_function
 from earnings_sync.ledger import SyncLedger
-from earnings_sync.observability import SyncLog, emit_memory_metrics
-from earnings_sync.producer import sync_from_event
+from earnings_sync.observability import emit_memory_metrics
+from earnings_sync.producer import SyncLog, sync_from_event
 from earnings_sync.settings import Settings
 
 observed = observed_function()

@@ -1,10 +1,14 @@
 """The entry points stay thin: each `lambda_handler` parses the event, calls the core and returns, in at
 most 30 lines (decorators included); the long functions of the producer, the ledger and the
-observability module stay split. Read from the source (AST), so it holds for code no test runs."""
+observability module stay split (read from the source, AST, so it holds for code no test runs); and
+a function's cold start loads only its own domain code."""
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +65,25 @@ def test_the_measure_counts_decorators_and_the_whole_body() -> None:
     source = "@a\n@b(\n  1)\ndef f():\n    x = 1\n\n    return x\n"
     (node,) = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)]
     assert length(node) == 7
+
+
+# What a function must not load at cold start: another function's domain code, and (outside the two
+# batch consumers) Powertools' batch utilities, a large part of a consumer's import time.
+NOT_LOADED = {
+    Handler.PRODUCER: ("aws_lambda_powertools.utilities.batch", "earnings_sync.consumer", "earnings_sync.stream", "earnings_sync.upcoming"),
+    Handler.CONSUMER: ("earnings_sync.producer", "earnings_sync.sources", "earnings_sync.stream", "earnings_sync.upcoming"),
+    Handler.STREAM_CONSUMER: ("earnings_sync.producer", "earnings_sync.sources", "earnings_sync.consumer", "earnings_sync.upcoming"),
+    Handler.UPCOMING: (
+        "aws_lambda_powertools.utilities.batch", "earnings_sync.producer", "earnings_sync.consumer", "earnings_sync.stream",
+        "earnings_sync.ledger",
+    ),
+}
+
+
+@pytest.mark.parametrize("handler", list(Handler), ids=lambda handler: handler.value)
+def test_a_function_loads_only_its_own_domain_code(handler: Handler) -> None:
+    code = f"import json, sys; import {handler.value}; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert handler.value in loaded
+    assert not loaded & set(NOT_LOADED[handler])

@@ -18,23 +18,23 @@ from aws_lambda_powertools.metrics.provider import cold_start
 from aws_lambda_powertools.utilities.batch import EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from earnings_sync.consumer import MessageContext
+from consumers.sqs_consumer import message_context
+from earnings_sync.consistency import item_key
+from earnings_sync.consumer import ConsumerTally, MessageContext
 from earnings_sync.lambda_setup import batch_processor, observed_function
-from earnings_sync.observability import (
+from earnings_sync.observability import MAX_LOGGED_SYNC_IDS, ConsumerBatchLog, M, StreamBatchLog, UpcomingLog, parse_emf
+from earnings_sync.producer import (
     MAX_LOGGED_FAILURES,
     MAX_LOGGED_REJECTIONS,
-    MAX_LOGGED_SYNC_IDS,
-    ConsumerBatchLog,
-    M,
-    StreamBatchLog,
+    EnqueueError,
+    SyncAborted,
     SyncLog,
-    UpcomingLog,
+    SyncReport,
     loggable_sync,
-    parse_emf,
 )
-from earnings_sync.producer import EnqueueError, SyncAborted, SyncReport
 from earnings_sync.records import EarningsRecord, NotACalendarError, Rejection, UpstreamError
 from earnings_sync.sources import SourceError
+from earnings_sync.stream import StreamTally
 from earnings_sync.upcoming import UpcomingResult
 from earnings_sync_local.lambda_runtime import LambdaContext
 from tests.unit.test_observability import Collected
@@ -180,12 +180,18 @@ def sqs_record(message_id: str, sync_id: str | None, receive_count: str = "3") -
     )
 
 
-def test_each_message_names_itself_and_its_sync_on_the_lines_logged_while_it_is_handled(lines: Lines) -> None:
-    batch = ConsumerBatchLog(lines.logger)
-    message = batch.message(sqs_record("m-1", "sync-a"))
+def test_an_sqs_record_becomes_the_consumers_message_context() -> None:
+    message = message_context(sqs_record("m-1", "sync-a"))
     assert message == MessageContext(message_id="m-1", receive_count=3, attributes={"sync_id": {"stringValue": "sync-a", "dataType": "String"}})
-    batch.message_failed(RuntimeError("throttled"), message)
-    assert batch.message(sqs_record("m-2", None, receive_count="1")).receive_count == 1
+    assert message_context(sqs_record("m-2", None, receive_count="1")) == MessageContext("m-2", 1, {})
+
+
+def test_each_message_names_itself_and_its_sync_on_the_lines_logged_while_it_is_handled(lines: Lines) -> None:
+    batch = ConsumerBatchLog(lines.logger, ConsumerTally())
+    first = message_context(sqs_record("m-1", "sync-a"))
+    batch.message(first)
+    batch.message_failed(RuntimeError("throttled"), first)
+    batch.message(message_context(sqs_record("m-2", None)))
     lines.logger.info("after")
     failed, after = lines.read()
     assert failed["message"] == "message failed, SQS will deliver it again" and failed["reason"] == "throttled"
@@ -195,9 +201,9 @@ def test_each_message_names_itself_and_its_sync_on_the_lines_logged_while_it_is_
 
 
 def test_a_consumer_batch_line_counts_everything_and_names_a_few_syncs(lines: Lines) -> None:
-    batch = ConsumerBatchLog(lines.logger)
+    batch = ConsumerBatchLog(lines.logger, ConsumerTally())
     for n in range(MAX_LOGGED_SYNC_IDS + 3):
-        batch.message(sqs_record(f"m-{n}", f"sync-{n}"))
+        batch.message(message_context(sqs_record(f"m-{n}", f"sync-{n}")))
     batch.tally.messages, batch.tally.inserted, batch.tally.retries = 13, 40, 2
     batch.finished({"batchItemFailures": [{"itemIdentifier": "m-0"}]}, 1, 12.345, MEMORY)
     (line,) = lines.read()  # no conflicts: no conflicts line
@@ -207,7 +213,7 @@ def test_a_consumer_batch_line_counts_everything_and_names_a_few_syncs(lines: Li
 
 
 def test_conflicts_are_a_line_of_counts_and_keys(lines: Lines) -> None:
-    batch = ConsumerBatchLog(lines.logger)
+    batch = ConsumerBatchLog(lines.logger, ConsumerTally())
     batch.tally.stale, batch.tally.stale_keys, batch.tally.lost_races = 2, [("AAA", "2025-08-01"), ("BBB", "2025-08-02")], 1
     batch.finished({}, 0, 1.0, {})
     conflicts, processed = lines.read()
@@ -228,7 +234,7 @@ def stream_record(event_name: str, image: str, sync_id: str) -> dict[str, Any]:
 
 
 def test_a_failed_stream_record_is_counted_and_named_by_key_never_by_content(lines: Lines) -> None:
-    batch = StreamBatchLog(lines.logger)
+    batch = StreamBatchLog(lines.logger, StreamTally(), key_of=item_key)
     removed = stream_record("REMOVE", "OldImage", "sync-old")
     batch.record(removed)
     batch.record_failed(removed, RuntimeError("x" * 400))
@@ -240,7 +246,7 @@ def test_a_failed_stream_record_is_counted_and_named_by_key_never_by_content(lin
 
 
 def test_a_stream_batch_logs_rule_breaks_what_it_tidied_and_one_summary(lines: Lines) -> None:
-    batch = StreamBatchLog(lines.logger)
+    batch = StreamBatchLog(lines.logger, StreamTally(), key_of=item_key)
     batch.record(stream_record("INSERT", "NewImage", "sync-new"))
     batch.record({"eventName": "MODIFY"})  # no images: an empty sync id, still named
     batch.tally.invalid.append((("AAA", "2025-08-01"), ["estimate_not_number"]))
