@@ -560,37 +560,48 @@ def _net(seq: int, original: _Outcome | None, replays: list[_Outcome], report: L
     return state
 
 
+@dataclass
+class _Entries:
+    """One sync's ledger items by kind: the manifest header and chunks, outcomes by message seq."""
+
+    header: Item | None = None
+    chunks: list[Item] = field(default_factory=list)
+    originals: dict[int, _Outcome] = field(default_factory=dict)
+    replays: dict[int, list[_Outcome]] = field(default_factory=dict)
+
+    @classmethod
+    def sort(cls, items: Iterable[Item]) -> _Entries:
+        entries = cls()
+        for item in items:
+            entry = item["entry"]["S"]
+            if entry == MANIFEST:
+                entries.header = item
+            elif entry.startswith(f"{MANIFEST}#"):
+                entries.chunks.append(item)
+            elif entry.startswith("m#"):
+                outcome = _outcome(item)
+                if "#r#" in entry:
+                    entries.replays.setdefault(outcome.seq, []).append(outcome)
+                else:
+                    entries.originals[outcome.seq] = outcome
+        return entries
+
+
 def account(sync_id: str, items: Iterable[Item]) -> LedgerReport:
     """Net a sync's ledger entries into a `LedgerReport` (pure: no I/O)."""
     report = LedgerReport(sync_id=sync_id)
-    header: Item | None = None
-    chunks: list[Item] = []
-    originals: dict[int, _Outcome] = {}
-    replays: dict[int, list[_Outcome]] = {}
-    for item in items:
-        entry = item["entry"]["S"]
-        if entry == MANIFEST:
-            header = item
-        elif entry.startswith(f"{MANIFEST}#"):
-            chunks.append(item)
-        elif entry.startswith("m#"):
-            outcome = _outcome(item)
-            if "#r#" in entry:
-                replays.setdefault(outcome.seq, []).append(outcome)
-                report.replays += 1
-            else:
-                originals[outcome.seq] = outcome
+    entries = _Entries.sort(items)
+    report.replays = sum(len(replays) for replays in entries.replays.values())
     counts: list[int] = []
     unsent: set[int] = set()
-    if header is not None:
-        counts, unsent = _read_manifest(report, header, chunks)
+    if entries.header is not None:
+        counts, unsent = _read_manifest(report, entries.header, entries.chunks)
     report.messages = len(counts)
-    seqs = sorted(set(originals) | set(replays) | set(range(len(counts))))
-    for seq in seqs:
+    for seq in sorted(set(entries.originals) | set(entries.replays) | set(range(len(counts)))):
         expected = counts[seq] if seq < len(counts) else None
-        if header is not None and expected is None:
+        if entries.header is not None and expected is None:
             report.anomalies.append(f"an outcome for message seq {seq}, which the manifest does not list")
-        has_outcome = seq in originals or seq in replays
+        has_outcome = seq in entries.originals or seq in entries.replays
         report.messages_with_outcome += has_outcome
         if seq in unsent:
             if has_outcome:
@@ -598,32 +609,37 @@ def account(sync_id: str, items: Iterable[Item]) -> LedgerReport:
             report.not_enqueued += expected or 0
             report.unsent_seqs.append((seq, expected or 0))
             continue
-        state = _net(seq, originals.get(seq), replays.get(seq, []), report)
-        size = expected if expected is not None else len(state)
-        outside = sorted(p for p in state if not 0 <= p < size)
-        if outside:
-            report.anomalies.append(f"message seq {seq}: outcomes for positions {outside[:5]} of a {size}-record message")
-        in_dlq = 0
-        for position, code in state.items():
-            if not 0 <= position < size:
-                continue
-            if code in SETTLED:
-                name = SETTLED[code]
-                setattr(report, name, getattr(report, name) + 1)
-            elif code in IN_DLQ:
-                report.in_dlq[IN_DLQ[code]] = report.in_dlq.get(IN_DLQ[code], 0) + 1
-                in_dlq += 1
-            else:
-                report.anomalies.append(f"message seq {seq}: unknown outcome {code!r} at position {position}")
-        if in_dlq:
-            report.dlq_seqs.append((seq, in_dlq))
-        missing = size - sum(1 for p in state if 0 <= p < size)
-        if missing:
-            report.missing += missing
-            report.missing_seqs.append((seq, missing))
-    if header is None:
+        state = _net(seq, entries.originals.get(seq), entries.replays.get(seq, []), report)
+        _count_states(report, seq, state, expected if expected is not None else len(state))
+    if entries.header is None:
         report.records = report.accounted_rows
     return report
+
+
+def _count_states(report: LedgerReport, seq: int, state: Mapping[int, str], size: int) -> None:
+    """Each record of message `seq` (a `size`-record message) counted once: settled, in the DLQ, or
+    missing (no outcome yet); positions outside the message and unknown codes are anomalies."""
+    outside = sorted(p for p in state if not 0 <= p < size)
+    if outside:
+        report.anomalies.append(f"message seq {seq}: outcomes for positions {outside[:5]} of a {size}-record message")
+    in_dlq = 0
+    for position, code in state.items():
+        if not 0 <= position < size:
+            continue
+        if code in SETTLED:
+            name = SETTLED[code]
+            setattr(report, name, getattr(report, name) + 1)
+        elif code in IN_DLQ:
+            report.in_dlq[IN_DLQ[code]] = report.in_dlq.get(IN_DLQ[code], 0) + 1
+            in_dlq += 1
+        else:
+            report.anomalies.append(f"message seq {seq}: unknown outcome {code!r} at position {position}")
+    if in_dlq:
+        report.dlq_seqs.append((seq, in_dlq))
+    missing = size - sum(1 for p in state if 0 <= p < size)
+    if missing:
+        report.missing += missing
+        report.missing_seqs.append((seq, missing))
 
 
 # --------------------------------------------------------------------------- presentation
