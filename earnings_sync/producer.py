@@ -13,6 +13,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from earnings_sync.backoff import backoff_delays
 from earnings_sync.ledger import MAX_NOTED, Manifest, SyncLedger
 from earnings_sync.messages import batch_entries, build_messages, decode_envelope
 from earnings_sync.records import (
@@ -29,7 +30,6 @@ from earnings_sync.records import (
     symbols_contiguous,
 )
 from earnings_sync.sync_identity import check_synced_at, new_sync_identity
-from earnings_sync.table import backoff_delays
 
 MAX_REPORTED_REJECTIONS = 200
 
