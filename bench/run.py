@@ -163,9 +163,10 @@ def bench_writes(results: Results, tmp: Path) -> None:
     import boto3
 
     from earnings_sync import aws
+    from earnings_sync.calendar_table import CalendarTable, record_to_item
     from earnings_sync.messages import pack_records
     from earnings_sync.records import ParseStats, iter_symbol_groups, parse_csv
-    from earnings_sync.table import EarningsTable, UpsertResult, record_to_item
+    from earnings_sync.upsert import UpsertResult, upsert_records
     from earnings_sync_local import template
     from earnings_sync_local.emulator import embedded_emulator
 
@@ -212,15 +213,15 @@ def bench_writes(results: Results, tmp: Path) -> None:
         timings["batch_writer"] = time.perf_counter() - started
 
         dynamodb, table = fresh()
-        upserter = EarningsTable(dynamodb, table)
+        gateway = CalendarTable(dynamodb, table)
         first, again = UpsertResult(), UpsertResult()
         started = time.perf_counter()
         for message in messages:
-            upserter.upsert_records(message, "bench-1", SYNCED_AT, first)
+            upsert_records(gateway, message, "bench-1", SYNCED_AT, first)
         timings["ours_first"] = time.perf_counter() - started
         started = time.perf_counter()
         for message in messages:
-            upserter.upsert_records(message, "bench-2", "2025-07-20T06:00:00.000000Z", again)
+            upsert_records(gateway, message, "bench-2", "2025-07-20T06:00:00.000000Z", again)
         timings["ours_unchanged"] = time.perf_counter() - started
         requests["first"] = sum(first.requests.values())
         requests["again"] = sum(again.requests.values())
@@ -235,7 +236,7 @@ def bench_writes(results: Results, tmp: Path) -> None:
             ("floor: BatchWriteItem of 25 pre-built requests", f"{n / floor:,.0f} items/s", "1.00×"),
             ("naive: one put_item per record", f"{n / timings['naive']:,.0f} items/s", f"{timings['naive'] / floor:.2f}× the floor"),
             ("boto3 Table.batch_writer()", f"{n / timings['batch_writer']:,.0f} items/s", f"{timings['batch_writer'] / floor:.2f}× the floor"),
-            ("ours, first sync (EarningsTable.upsert_records)", f"{n / timings['ours_first']:,.0f} items/s",
+            ("ours, first sync (upsert.upsert_records)", f"{n / timings['ours_first']:,.0f} items/s",
              f"{timings['ours_first'] / floor:.2f}× the floor, {requests['first']:,} requests"),
             ("ours, unchanged re-sync", f"{n / timings['ours_unchanged']:,.0f} items/s",
              f"{timings['ours_unchanged'] / floor:.2f}× the floor, {requests['again']:,} requests, {requests['again_content_writes']} content writes"),
@@ -290,8 +291,8 @@ def bench_gsi(results: Results, tmp: Path) -> None:
     import urllib.request
 
     from earnings_sync import aws
+    from earnings_sync.calendar_table import CalendarTable, record_to_item
     from earnings_sync.records import ParseStats, iter_symbol_groups, parse_csv
-    from earnings_sync.table import record_to_item
     from earnings_sync.upcoming import upcoming_earnings
     from earnings_sync_local import template
     from earnings_sync_local.emulator import embedded_emulator
@@ -314,11 +315,13 @@ def bench_gsi(results: Results, tmp: Path) -> None:
         index_times, scan_times, counts = [], [], []
         for first in windows:
             date_from, date_to = first.isoformat(), (first + dt.timedelta(days=6)).isoformat()
-            result = upcoming_earnings(dynamodb, table, date_from, date_to, page_size=1000)
+            result = upcoming_earnings(CalendarTable(dynamodb, table), date_from, date_to, page_size=1000)
             index_times.append(result.duration_ms)
             counts.append(len(result.items))
             if len(scan_times) < SCAN_WINDOWS:  # the baseline reads the whole table each time: a few windows suffice
-                scanned = upcoming_earnings(dynamodb, table, date_from, date_to, page_size=1000, index_name="no-such-index")
+                scanned = upcoming_earnings(
+                    CalendarTable(dynamodb, table), date_from, date_to, page_size=1000, index_name="no-such-index"
+                )
                 assert scanned.fallback_used and len(scanned.items) == len(result.items)
                 scan_times.append(scanned.duration_ms)
 

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     """Errors follow the command line's one contract (cli_errors): look-ups first, so a wrong endpoint,
     table or queue is exit 2 before any work; an AWS error while redoing is exit 1."""
     from earnings_sync import stream_redo
+    from earnings_sync.calendar_table import CalendarTable
     from earnings_sync.replay import queue_url
     from earnings_sync_cli.tables import client
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = stream_redo.redo_stream_failures(
             sqs,
-            dynamodb,
+            CalendarTable(dynamodb, table),
             client("dynamodbstreams", args.endpoint_url),
             url,
             stream,

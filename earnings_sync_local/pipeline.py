@@ -296,8 +296,8 @@ def run_local(
     `on_ready` runs after the syncs while the emulator is still up (`--serve` blocks in it).
     """
     from earnings_sync import aws
+    from earnings_sync.calendar_table import CalendarTable, export_jsonl
     from earnings_sync.observability import requests_by_kind, validation_failures_by_rule
-    from earnings_sync.table import EarningsTable, export_jsonl
     from earnings_sync_local import template
 
     started = time.perf_counter()
@@ -363,7 +363,7 @@ def run_local(
             for sync in summary.syncs:  # read once every sync is drained
                 if sync.sync_id:
                     sync.ledger = pipeline.ledger(sync.sync_id)
-            table = EarningsTable(dynamodb, resources.table_name)
+            table = CalendarTable(dynamodb, resources.table_name)
             summary.dlq_messages = _queue_depth(sqs, resources.dlq_url)
             if resources.stream_failure_queue_url:
                 summary.stream_failure_messages = _queue_depth(sqs, resources.stream_failure_queue_url)

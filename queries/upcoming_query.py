@@ -17,6 +17,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
+from earnings_sync.calendar_table import CalendarTable
 from earnings_sync.observability import (
     NAMESPACE,
     SERVICE,
@@ -72,8 +73,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             request = parse_request(event)
             logger.append_keys(date_from=request.date_from, date_to=request.date_to)
             result = upcoming_earnings(
-                client,
-                settings.table_name,
+                CalendarTable(client, settings.table_name),
                 request.date_from,
                 request.date_to,
                 limit=request.limit,
