@@ -136,9 +136,7 @@ class MessageConsumer:
 
         result = UpsertResult()
         try:
-            upsert_records(
-                self.table, records, envelope.sync_id, envelope.synced_at, result, write_mode=self.write_mode
-            )
+            upsert_records(self.table, records, envelope.sync_id, envelope.synced_at, result, write_mode=self.write_mode)
         except RetryableWriteError as exc:
             tally.add_result(result)
             if context.receive_count < self.max_receive_count:

@@ -200,4 +200,3 @@ class StreamProcessor:
             cached[:] = [i for i in cached if key_of(i)[1] != date]
         tally.note(tally.removed, (symbol, date))
         return True
-
