@@ -15,7 +15,7 @@ in BatchWriteItem requests, `conditional` writes record by record with a conditi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,7 +60,7 @@ class UpsertResult:
         self.outcomes[outcome] += 1
         self.by_index[index] = outcome
 
-    def count_request(self, kind: str, response: dict | None = None) -> None:
+    def count_request(self, kind: str, response: Mapping[str, Any] | None = None) -> None:
         self.requests[kind] = self.requests.get(kind, 0) + 1
         if response is not None:
             self.retries += response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
