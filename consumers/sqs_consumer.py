@@ -10,12 +10,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
+from earnings_sync.calendar_table import CalendarTable
 from earnings_sync.consumer import ConsumerTally, MessageConsumer, MessageContext, MessageFailed
 from earnings_sync.lambda_setup import batch_processor, observed_function
 from earnings_sync.ledger import SyncLedger
 from earnings_sync.observability import ConsumerBatchLog, emit_consumer_metrics, emit_memory_metrics
 from earnings_sync.settings import Settings
-from earnings_sync.table import EarningsTable
 
 observed = observed_function()
 logger, metrics = observed.logger, observed.metrics
@@ -24,9 +24,11 @@ processor = batch_processor(EventType.SQS)
 
 def build_consumer(settings: Settings) -> MessageConsumer:
     dynamodb = aws.client("dynamodb", max_attempts=settings.aws_max_attempts)
-    table = EarningsTable(dynamodb, settings.table_name, attempts=settings.write_attempts, write_mode=settings.write_mode)
+    table = CalendarTable(dynamodb, settings.table_name, attempts=settings.write_attempts)
     ledger = SyncLedger(dynamodb, settings.ledger_table, retention_days=settings.ledger_retention_days) if settings.ledger_table else None
-    return MessageConsumer(table, aws.client("sqs"), settings.dlq_url, settings.max_receive_count, ledger)
+    return MessageConsumer(
+        table, aws.client("sqs"), settings.dlq_url, settings.max_receive_count, ledger, write_mode=settings.write_mode
+    )
 
 
 def message_context(record: SQSRecord) -> MessageContext:

@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
+from earnings_sync.calendar_table import CalendarTable
 from earnings_sync.consistency import item_key
 from earnings_sync.lambda_setup import batch_processor, observed_function
 from earnings_sync.ledger import SyncLedger
@@ -26,7 +27,7 @@ processor = batch_processor(EventType.DynamoDBStreams)
 def build_processor(settings: Settings) -> StreamProcessor:
     client = aws.client("dynamodb", max_attempts=settings.aws_max_attempts)
     sole_sync = SyncLedger(client, settings.ledger_table).sole_sync() if settings.ledger_table else None
-    return StreamProcessor(client, settings.table_name, sole_sync)
+    return StreamProcessor(CalendarTable(client, settings.table_name), sole_sync)
 
 
 @observed.handler

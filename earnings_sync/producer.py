@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from earnings_sync import sources
+from earnings_sync.backoff import backoff_delays
 from earnings_sync.ledger import MAX_NOTED, Manifest, SyncLedger
 from earnings_sync.messages import batch_entries, build_messages, decode_envelope
 from earnings_sync.observability import M, add_metric, emit_producer_metrics
@@ -34,7 +35,6 @@ from earnings_sync.records import (
 )
 from earnings_sync.sources import SourceError
 from earnings_sync.sync_identity import check_synced_at, new_sync_identity
-from earnings_sync.table import backoff_delays
 
 MAX_REPORTED_REJECTIONS = 200
 

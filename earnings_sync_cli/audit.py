@@ -44,10 +44,13 @@ def ledger_table(args: argparse.Namespace, table: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from earnings_sync.audit import audit_table, format_report  # lazy: loads botocore; keeps the CLI's start fast
+    # lazy: they load botocore; keeps the CLI's start fast
+    from earnings_sync.audit import audit_table, format_report
+    from earnings_sync.calendar_table import CalendarTable
 
     def audit(client: Any, table: str) -> Any:
-        return audit_table(client, table, fix=args.fix, ledger=SyncLedger(client, ledger_table(args, table)))
+        ledger = SyncLedger(client, ledger_table(args, table))
+        return audit_table(CalendarTable(client, table), fix=args.fix, ledger=ledger)
 
     if args.csv and args.ledger_table:
         raise UsageError("--csv builds its own tables on the embedded emulator: drop --ledger-table")

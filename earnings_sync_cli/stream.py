@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     table or queue is exit 2 before any work; an AWS error while redoing is exit 1."""
     # lazy: they load botocore; keeps the CLI's start fast
     from earnings_sync import stream_redo
+    from earnings_sync.calendar_table import CalendarTable
     from earnings_sync.replay import queue_url
 
     visibility = stream_redo.DEFAULT_VISIBILITY_TIMEOUT if args.visibility_timeout is None else args.visibility_timeout
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = stream_redo.redo_stream_failures(
             sqs,
-            dynamodb,
+            CalendarTable(dynamodb, table),
             client("dynamodbstreams", args.endpoint_url),
             url,
             stream,

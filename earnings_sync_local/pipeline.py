@@ -21,12 +21,12 @@ from types import ModuleType
 from typing import IO, Any
 
 from earnings_sync import aws
+from earnings_sync.calendar_table import CalendarTable, export_jsonl
 from earnings_sync.ledger import SyncLedger
 from earnings_sync.observability import M, requests_by_kind, validation_failures_by_rule
 from earnings_sync.records import NotACalendarError
 from earnings_sync.sources import SourceError
 from earnings_sync.sync_identity import InvalidSyncMetadata
-from earnings_sync.table import EarningsTable, export_jsonl
 from earnings_sync_local import template
 from earnings_sync_local.emulator import embedded_emulator
 from earnings_sync_local.lambda_runtime import FAKE_ACCOUNT, REGION, Handler, LambdaContext, invoke, patched_environ
@@ -412,7 +412,7 @@ def _read_outcome(pipeline: LocalPipeline, summary: LocalSummary, export: str | 
 
 def _table_items(dynamodb: Any, table_name: str, export: str | None) -> int:
     """How many items the table holds; with `export`, written there as JSON Lines on the way."""
-    table = EarningsTable(dynamodb, table_name)
+    table = CalendarTable(dynamodb, table_name)
     return export_jsonl(table, export) if export else table.count()
 
 

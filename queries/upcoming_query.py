@@ -15,6 +15,7 @@ import msgspec
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
+from earnings_sync.calendar_table import CalendarTable
 from earnings_sync.lambda_setup import observed_function
 from earnings_sync.observability import UpcomingLog, emit_memory_metrics
 from earnings_sync.settings import Settings
@@ -58,8 +59,7 @@ def _json_ready(payload: dict[str, Any]) -> dict[str, Any]:
 def query_upcoming(client: Any, settings: Settings, request: UpcomingRequest) -> UpcomingResult:
     """The GSI read path (upcoming.py) for one request."""
     return upcoming_earnings(
-        client,
-        settings.table_name,
+        CalendarTable(client, settings.table_name),
         request.date_from,
         request.date_to,
         limit=request.limit,

@@ -567,7 +567,7 @@ def test_a_template_without_stream_consumer_has_no_mapping(template: dict, aws) 
 
 
 def test_scan_fallback_projects_what_the_index_projects() -> None:
-    from earnings_sync.upcoming import INDEX_ATTRIBUTES
+    from earnings_sync.calendar_table import INDEX_ATTRIBUTES
 
     gsi = load_template()["Resources"]["EarningsTable"]["Properties"]["GlobalSecondaryIndexes"][0]
     keys = [k["AttributeName"] for k in gsi["KeySchema"]]

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Metrics
 
+from earnings_sync.calendar_table import INDEX_NAME
 from earnings_sync.observability import (
     COLD_START_DIMENSIONS,
     DIMENSIONS,
@@ -36,7 +37,6 @@ from earnings_sync.observability import (
     emit_upcoming_request,
     spec_for,
 )
-from earnings_sync.upcoming import INDEX_NAME
 from earnings_sync_local import iam
 from earnings_sync_local.lambda_runtime import LambdaContext
 from earnings_sync_local.template import DEFAULT_TEMPLATE, SERVERLESS_FUNCTION, build_context, load_template, resolve
