@@ -28,13 +28,13 @@ def _modules(*packages: str) -> Iterator[Path]:
         yield from sorted((ROOT / package).rglob("*.py"))
 
 
-def _functions(path: Path) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            yield node
+def functions(path: Path) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    tree = ast.parse(path.read_text(), str(path))
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
 
 
-def _length(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+def length(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from the first decorator (or the `def`) to the last line of the body."""
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
     return (node.end_lineno or node.lineno) - first + 1
 
@@ -55,10 +55,10 @@ def test_the_contracts_name_every_first_party_package() -> None:
 
 def test_no_function_is_over_60_lines_outside_tests() -> None:
     long = [
-        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({_length(node)} lines)"
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length(node)} lines)"
         for path in _modules(*FIRST_PARTY)
-        for node in _functions(path)
-        if _length(node) > MAX_FUNCTION_LINES
+        for node in functions(path)
+        if length(node) > MAX_FUNCTION_LINES
     ]
     assert long == []
 

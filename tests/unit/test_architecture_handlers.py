@@ -1,7 +1,7 @@
 """The entry points stay thin: each `lambda_handler` parses the event, calls the core and returns, in at
-most 30 lines (decorators included); the long functions of the producer, the ledger and the
-observability module stay split (read from the source, AST, so it holds for code no test runs); and
-a function's cold start loads only its own domain code."""
+most 30 lines (decorators included, read from the source: it holds for code no test runs); and a
+function's cold start loads only its own domain code. No function anywhere is over 60 lines:
+tests/unit/test_architecture.py."""
 
 from __future__ import annotations
 
@@ -14,24 +14,11 @@ from pathlib import Path
 import pytest
 
 from earnings_sync.observability import Handler
+from tests.unit.test_architecture import functions, length
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY_PACKAGES = ("producers", "consumers", "queries")
 MAX_HANDLER_LINES = 30
-MAX_FUNCTION_LINES = 60
-SPLIT_MODULES = ("earnings_sync/producer.py", "earnings_sync/ledger.py", "earnings_sync/observability.py", "earnings_sync/lambda_setup.py")
-
-
-def functions(path: Path) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    return [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
-
-
-def length(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
-    """Lines from the first decorator (or the `def`) to the last line of the body."""
-    first = min([node.lineno, *(decorator.lineno for decorator in node.decorator_list)])
-    assert node.end_lineno is not None
-    return node.end_lineno - first + 1
 
 
 def entry_modules() -> list[Path]:
@@ -51,14 +38,6 @@ def test_the_entry_modules_are_the_functions_the_template_names() -> None:
 def test_every_lambda_handler_is_at_most_30_lines(path: Path) -> None:
     too_long = {node.lineno: length(node) for node in handlers(path) if length(node) > MAX_HANDLER_LINES}
     assert not too_long, f"{path.name}: lambda_handler over {MAX_HANDLER_LINES} lines (line: length) {too_long}"
-
-
-@pytest.mark.parametrize(
-    "path", [*entry_modules(), *(ROOT / name for name in SPLIT_MODULES)], ids=lambda path: str(path.relative_to(ROOT))
-)
-def test_no_function_is_over_60_lines(path: Path) -> None:
-    too_long = {node.name: length(node) for node in functions(path) if length(node) > MAX_FUNCTION_LINES}
-    assert not too_long, f"{path.name}: functions over {MAX_FUNCTION_LINES} lines {too_long}"
 
 
 def test_the_measure_counts_decorators_and_the_whole_body() -> None:
