@@ -9,9 +9,7 @@ the stream images are the table's own item codec, the schedule event is the rule
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +30,7 @@ from earnings_sync_local import template
 from earnings_sync_local.lambda_runtime import LambdaContext, invoke
 from earnings_sync_local.pipeline import import_handler
 from tests.conftest import ROOT, SAMPLE_CSV
+from tests.helpers import FakeAlphaVantage
 
 EVENTS = ROOT / "events"
 # Each sample event and the function (template.yaml logical id) it is written for.
@@ -129,36 +128,10 @@ def test_the_stream_sample_images_are_the_tables_own_items_after_the_sqs_samples
 # --------------------------------------------------------------------------- through the handlers
 
 
-class FakeAlphaVantage:
-    """AlphaVantage's query endpoint on 127.0.0.1: every GET is answered with `body`, its query kept."""
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.queries: list[dict[str, list[str]]] = []
-        fake = self
-
-        class Answer(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake.queries.append(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-download")
-                self.end_headers()
-                self.wfile.write(fake.body)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/query"
-
-
 @pytest.fixture
 def alphavantage() -> Iterator[FakeAlphaVantage]:
-    fake = FakeAlphaVantage(sample_rows(40))
-    threading.Thread(target=fake.server.serve_forever, daemon=True).start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with FakeAlphaVantage(sample_rows(40)) as fake:
+        yield fake
 
 
 def test_the_schedule_event_syncs_the_calendar_from_alphavantage(
