@@ -145,12 +145,13 @@ def test_alphavantage_starts_what_the_schedule_starts(aws: dict[str, Any], s3: A
     create_stack(aws)
     ssm = boto3.client("ssm", region_name="us-east-1", endpoint_url=aws["endpoint"])
     ssm.put_parameter(Name=aws["resources"].environments["ProducerFunction"]["ALPHAVANTAGE_API_KEY_PARAMETER"], Value=API_KEY, Type="SecureString")
-    with FakeAlphaVantage(SAMPLE_CSV.read_bytes()[:4000]) as alphavantage:
+    snapshot = "\n".join(SAMPLE_CSV.read_text(encoding="utf-8").splitlines()[:41]) + "\n"
+    with FakeAlphaVantage(snapshot.encode()) as alphavantage:
         fake = with_lambda(monkeypatch, FakeLambda(aws, environment={"ALPHAVANTAGE_URL": alphavantage.url}))
         assert sync(aws, "--alphavantage", "--json") == 0
     outcome = json.loads(capsys.readouterr().out)
     assert fake.events == [{"source": "alphavantage"}] and outcome["uploaded"] is None
-    assert outcome["complete"] is True and outcome["sync"]["source"] == "alphavantage:3month" and outcome["sync"]["rows"] > 0
+    assert outcome["complete"] is True and outcome["sync"]["source"] == "alphavantage:3month" and outcome["sync"]["rows"] == 40
     assert alphavantage.queries[0]["apikey"] == [API_KEY]
     assert s3.list_objects_v2(Bucket=INPUT_BUCKET).get("KeyCount") == 0
 
