@@ -220,3 +220,9 @@ def test_the_query_request_answers_the_reports_in_its_window(aws: dict[str, Any]
     assert [(item["earnings_date"], item["asset_symbol"]) for item in answer["items"]] == in_window
     assert len(in_window) == 6 and answer["next_token"] is None
     assert metrics[M.UPCOMING_REQUESTS] == 1
+
+
+def test_the_readme_lists_every_sample_with_its_function() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, function_id in SAMPLES.items():
+        assert f"| `{name}` | `{function_id}` |" in readme, name

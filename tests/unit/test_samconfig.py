@@ -81,3 +81,9 @@ def test_iam_capability_is_enough_for_the_templates_roles(config: dict[str, Any]
         if resource.get("Type", "").startswith("AWS::IAM::") and any(key.endswith("Name") for key in resource.get("Properties", {}))
     ]
     assert named == []
+
+
+def test_the_readmes_sync_examples_name_the_configured_stack(config: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    stacks = set(re.findall(r"earnings-sync sync --stack (\S+)", readme)) - {"NAME"}
+    assert stacks == {config["default"]["global"]["parameters"]["stack_name"]}
