@@ -85,5 +85,5 @@ def test_iam_capability_is_enough_for_the_templates_roles(config: dict[str, Any]
 
 def test_the_readmes_sync_examples_name_the_configured_stack(config: dict[str, Any]) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    stacks = set(re.findall(r"earnings-sync sync --stack (\S+)", readme)) - {"NAME"}
+    stacks = set(re.findall(r"earnings-sync sync --stack ([\w-]+)", readme)) - {"NAME"}
     assert stacks == {config["default"]["global"]["parameters"]["stack_name"]}
