@@ -101,7 +101,7 @@ def _start(args: argparse.Namespace, stack: Any, clients: StackClients, display:
             return stack_sync.sync_alphavantage(stack, lambda_client=clients.lambda_)
         path = Path(args.file)
         key = args.key or stack_sync.upload_key(path, dt.datetime.now(dt.UTC))
-        display.show(f"stack {stack.name}: uploading {path.name}, the producer is syncing it…")
+        display.show(one_line(f"stack {stack.name}: uploading {path.name}, the producer is syncing it…"))
         return stack_sync.sync_file(stack, path, key, s3=clients.s3, lambda_client=clients.lambda_)
     except stack_sync.StackError as exc:  # no input bucket, or it does not exist
         raise UsageError(str(exc)) from exc
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     except stack_sync.SyncFailed as exc:
         return _failed(args, str(exc), {"stack": stack.name, "complete": False, "error": str(exc)})
     if not args.json:
-        print(_started_line(stack.name, started), flush=True)
+        print(one_line(_started_line(stack.name, started)), flush=True)
     try:
         followed = stack_sync.follow_ledger(
             SyncLedger(clients.dynamodb, stack.ledger_table),
