@@ -13,6 +13,7 @@ import pytest
 import consumers.sqs_consumer
 import consumers.stream_consumer
 import producers.app
+import queries.sync_monitor
 import queries.upcoming_query
 from earnings_sync_local.pipeline import LocalPipeline, import_handler
 from earnings_sync_local.template import (
@@ -69,6 +70,7 @@ def test_the_template_s_handlers_are_the_entry_points() -> None:
         CONSUMER_ID: consumers.sqs_consumer.lambda_handler,
         STREAM_CONSUMER_ID: consumers.stream_consumer.lambda_handler,
         "UpcomingFunction": queries.upcoming_query.lambda_handler,
+        "SyncMonitorFunction": queries.sync_monitor.lambda_handler,
     }
     assert set(named) == set(expected)
     for logical_id, handler in expected.items():
