@@ -298,6 +298,18 @@ def test_both_tables_outlive_the_stack_with_deletion_protection_and_backups(temp
     assert off["parameters"]["TableDeletionProtection"] == "false"
 
 
+def test_the_localstack_tier_can_delete_what_the_template_retains(template: dict[str, Any]) -> None:
+    """Its stacks turn deletion protection off and delete the retained tables after the stack."""
+    from tests.e2e.localstack_stack import RETAINED_TABLE_OUTPUTS, TEST_STACK_PARAMETERS, DeployedStack
+
+    assert build_context(template, parameter_overrides=TEST_STACK_PARAMETERS)["parameters"]["TableDeletionProtection"] == "false"
+    retained = {i for i, r in template["Resources"].items() if r.get("DeletionPolicy") == "Retain"}
+    assert {template["Outputs"][output]["Value"]["Ref"] for output in RETAINED_TABLE_OUTPUTS} == retained
+    failed_early = DeployedStack("http://x", "s", {"TableName": "t-1"}, {}, "b", 0.0, None)  # type: ignore[arg-type]
+    assert failed_early.retained_tables() == ["t-1", "t-1-sync-ledger"]
+    assert template["Resources"]["SyncLedgerTable"]["Properties"]["TableName"] == {"Fn::Sub": "${TableName}-sync-ledger"}
+
+
 def test_the_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(template: dict[str, Any]) -> None:
     """Not the AWS-managed alias/aws/sns: its policy does not let CloudWatch use it, and cannot be
     edited, so alarms could not publish."""
