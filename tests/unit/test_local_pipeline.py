@@ -15,7 +15,7 @@ import consumers.stream_consumer
 import producers.app
 import queries.sync_monitor
 import queries.upcoming_query
-from earnings_sync_local.pipeline import LocalPipeline, import_handler
+from earnings_sync_local.pipeline import LocalPipeline, RunningEmulator, import_handler
 from earnings_sync_local.template import (
     CONSUMER_ID,
     PRODUCER_ID,
@@ -153,3 +153,14 @@ def test_the_stream_consumer_comes_from_its_mapping_s_function() -> None:
     pipeline = LocalPipeline(wired, sqs=None, streams=object())
     assert pipeline.streams is not None and pipeline.streams.handler is recording_consumer
     assert pipeline.streams.function_name == STREAM_CONSUMER_ID
+
+
+def test_serve_tells_other_terminals_the_region_plain_boto3_reads() -> None:
+    """boto3 and the AWS CLI read AWS_DEFAULT_REGION; AWS_REGION alone leaves a plain script without a region."""
+    queues = resources(**{PRODUCER_ID: "producers.app.lambda_handler"})
+    text = RunningEmulator("http://127.0.0.1:4566", queues, source=None).describe()
+    (export,) = [line.strip() for line in text.splitlines() if line.strip().startswith("export ")]
+    assert export.split()[1:] == [
+        "AWS_ENDPOINT_URL=http://127.0.0.1:4566", "AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing",
+        "AWS_DEFAULT_REGION=us-east-1", "AWS_REGION=us-east-1",
+    ]
