@@ -889,18 +889,18 @@ def _other_queue_stem(logical_id: str) -> str:
     return "earnings-" + re.sub(r"(?<!^)(?=[A-Z])", "-", logical_id).lower()
 
 
-def _create_other_queues(
-    template: Mapping[str, Any], context: dict[str, Any], sqs_client: Any, name_prefix: str
-) -> dict[str, str]:
-    """Every AWS::SQS::Queue the pipeline does not drive itself (a failure destination, say):
-    created from its Properties like the others, so the local stack holds what the template says."""
-    created: dict[str, str] = {}
-    for logical_id, resource in (template.get("Resources") or {}).items():
-        if logical_id in _KNOWN_QUEUE_STEMS or not isinstance(resource, dict) or resource.get("Type") != "AWS::SQS::Queue":
-            continue
-        url, _, _ = _create_template_queue(template, context, sqs_client, logical_id, f"{name_prefix}{_other_queue_stem(logical_id)}")
-        created[logical_id] = url
-    return created
+def _template_queues(template: Mapping[str, Any]) -> list[str]:
+    return [i for i, r in (template.get("Resources") or {}).items() if isinstance(r, dict) and r.get("Type") == "AWS::SQS::Queue"]
+
+
+def _create_other_queues(template: Mapping[str, Any], context: dict[str, Any], sqs_client: Any, name_prefix: str) -> None:
+    """Every AWS::SQS::Queue but the queue and its DLQ: the stream failure queue, and any other (a
+    failure destination, say), created from its Properties so the local stack holds what the
+    template says."""
+    for logical_id in _template_queues(template):
+        if logical_id not in (DLQ_ID, QUEUE_ID):
+            stem = _KNOWN_QUEUE_STEMS.get(logical_id) or _other_queue_stem(logical_id)
+            _create_template_queue(template, context, sqs_client, logical_id, f"{name_prefix}{stem}")
 
 
 def _consumer_event(
@@ -942,11 +942,12 @@ def create_resources(
 ) -> LocalResources:
     """Create the DLQ, the queue, the tables and the stream failure queue from the template's own
     Properties, and read the stream consumer's mapping settings. Every AWS::DynamoDB::Table is
-    created (`LocalResources.tables`), EarningsTable first.
+    created (`LocalResources.tables`), EarningsTable first, and every other AWS::SQS::Queue
+    (`LocalResources.queues` has them all).
 
     Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`,
-    `earnings-stream-failures`, the resolved table name) so several runs can share one endpoint.
-    Waits until the table is ACTIVE.
+    `earnings-stream-failures`, `earnings-<logical id in kebab case>` for the others, the resolved
+    table name) so several runs can share one endpoint. Waits until the table is ACTIVE.
     """
     context = build_context(
         template,
@@ -961,12 +962,7 @@ def create_resources(
     )
     table, tables = _create_template_tables(template, context, dynamodb_client, name_prefix)
     sqs_event, max_receive_count = _consumer_event(template, context, queue_arn, queue_properties)
-    stream_failure_url = stream_failure_arn = None
-    if STREAM_FAILURE_QUEUE_ID in (template.get("Resources") or {}):
-        stream_failure_url, stream_failure_arn, _ = _create_template_queue(
-            template, context, sqs_client, STREAM_FAILURE_QUEUE_ID, f"{name_prefix}{_KNOWN_QUEUE_STEMS[STREAM_FAILURE_QUEUE_ID]}"
-        )
-    other_queues = _create_other_queues(template, context, sqs_client, name_prefix)
+    _create_other_queues(template, context, sqs_client, name_prefix)
     stream_mapping = _stream_mapping(template, context, table.get("LatestStreamArn"))
     environments, handlers = _functions(template, context)
     return LocalResources(
@@ -986,17 +982,11 @@ def create_resources(
         queue_visibility_timeout=int(queue_properties.get("VisibilityTimeout", 30)),
         environments=MappingProxyType(environments),
         stream_mapping=stream_mapping,
-        stream_failure_queue_url=stream_failure_url,
-        stream_failure_queue_arn=stream_failure_arn,
+        stream_failure_queue_url=context["resources"].get(STREAM_FAILURE_QUEUE_ID),
+        stream_failure_queue_arn=context["attributes"].get(STREAM_FAILURE_QUEUE_ID, {}).get("Arn"),
         tables=MappingProxyType(tables),
         handlers=MappingProxyType(handlers),
-        queues=MappingProxyType(
-            {
-                logical_id: url
-                for logical_id, url in {DLQ_ID: dlq_url, QUEUE_ID: queue_url, STREAM_FAILURE_QUEUE_ID: stream_failure_url, **other_queues}.items()
-                if url is not None
-            }
-        ),
+        queues=MappingProxyType({i: context["resources"][i] for i in _template_queues(template) if i in context["resources"]}),
     )
 
 
