@@ -28,7 +28,8 @@ A sync is *complete* when the last two are zero and nothing is in the DLQ; *acco
 `in_dlq`) when only the DLQ still holds some of its records.
 
 The same table holds the **sync registry** (partition `#registry`, never expiring): a counter the
-stream consumer reads, and one item per sync id that `earnings-sync audit` checks items against.
+stream consumer reads, and one item per sync id that `earnings-sync audit` checks items against and
+the sync monitor (sync_watch.py) reads for the newest syncs and marks `completed_at`.
 """
 
 from __future__ import annotations
