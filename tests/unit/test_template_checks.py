@@ -606,6 +606,26 @@ def test_the_readme_and_the_template_give_the_conditional_path_the_same_cost(tem
     assert re.findall(r"about (\d+)× the requests", readme) == [factor]
 
 
+PERMISSION_ROWS = {
+    Handler.PRODUCER: "producer",
+    Handler.CONSUMER: "consumer",
+    Handler.STREAM_CONSUMER: "stream consumer",
+    Handler.UPCOMING: "upcoming reader",
+    Handler.SYNC_MONITOR: "sync monitor",
+}
+
+
+def test_the_operations_guide_lists_every_action_each_role_is_granted(template: dict[str, Any]) -> None:
+    """docs/operations.md, "Permissions": one row per function naming every action its role has."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    section = guide[guide.index("## Permissions") :]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    for function_id, handler in functions(template).items():
+        row = rows[PERMISSION_ROWS[handler]]
+        for action in sorted(iam.iam_actions(handler) | mapping_needs(template, function_id)):
+            assert f"`{action}`" in row or f"`{action.split(':')[1]}`" in row, (handler, action)
+
+
 def test_the_operations_guide_covers_every_metric_and_alarm(template: dict[str, Any]) -> None:
     guide = (ROOT / "docs" / "operations.md").read_text()
     for name in METRICS:
