@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SAMPLE := samples/earnings_calendar_2025-07.csv
+# What ships to Lambda: the core and the entry points; never the CLI or the emulator (pyproject's layers).
+LAMBDA_PACKAGES := earnings_sync producers consumers queries
 
 .PHONY: demo test e2e bench package clean
 
@@ -43,7 +45,7 @@ bench: $(STAMP)
 ## package: the Lambda code folder template.yaml's CodeUri points at (deps for Linux x86_64, Python 3.11)
 package:
 	rm -rf build/lambda && mkdir -p build/lambda
-	cp -r earnings_sync producers consumers queries build/lambda/
+	cp -r $(LAMBDA_PACKAGES) build/lambda/
 	$(PYTHON) -m pip install -q --target build/lambda --platform manylinux2014_x86_64 --python-version 3.11 \
 	  --implementation cp --only-binary=:all: 'aws-lambda-powertools>=3,<4' 'msgspec>=0.18'
 	find build/lambda -name __pycache__ -prune -exec rm -rf {} +

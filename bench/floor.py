@@ -11,8 +11,8 @@ from pathlib import Path
 def main(csv_path: str) -> None:
     started = time.perf_counter()
     from earnings_sync import aws
+    from earnings_sync.calendar_table import record_to_item
     from earnings_sync.records import ParseStats, iter_symbol_groups, parse_csv
-    from earnings_sync.table import record_to_item
     from earnings_sync_local import template
     from earnings_sync_local.emulator import embedded_emulator
 

@@ -34,10 +34,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from earnings_sync import consistency
+from earnings_sync.calendar_table import DATE, FISCAL_DATE, LAST_SYNC_DATE, SYMBOL, SYNC_ID, CalendarTable, Item
 from earnings_sync.ledger import RegisteredSyncs, SyncLedger
-from earnings_sync.stream import delete_if_unchanged
 from earnings_sync.sync_identity import Clock, is_synced_at, latest_allowed, synced_at_of, utc_now
-from earnings_sync.table import Item
 
 Key = tuple[str, str]
 
@@ -118,27 +117,16 @@ class AuditReport:
         }
 
 
-def scan_items(client: Any, table_name: str, page_size: int = 1000) -> list[Item]:
-    items: list[Item] = []
-    request: dict[str, Any] = {"TableName": table_name, "Limit": page_size}
-    while True:
-        response = client.scan(**request)
-        items.extend(response.get("Items", []))
-        if "LastEvaluatedKey" not in response:
-            return items
-        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-
 def find_superseded(items: list[Item]) -> tuple[list[Superseded], list[Finding]]:
     """Per (symbol, fiscal period) with several dates: older items, and ties at the newest sync."""
     periods: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)  # -> [(date, lastSyncDate)]
     for item in items:
-        symbol = consistency.text_attribute(item, "asset_symbol")
-        date = consistency.text_attribute(item, "earnings_date")
-        fiscal = consistency.text_attribute(item, "fiscal_date_ending")
+        symbol = consistency.text_attribute(item, SYMBOL)
+        date = consistency.text_attribute(item, DATE)
+        fiscal = consistency.text_attribute(item, FISCAL_DATE)
         if symbol is None or date is None or fiscal is None:
             continue  # reported by the item rules; without a fiscal period it has no siblings
-        periods[(symbol, fiscal)].append((date, consistency.text_attribute(item, "lastSyncDate") or ""))
+        periods[(symbol, fiscal)].append((date, consistency.text_attribute(item, LAST_SYNC_DATE) or ""))
     superseded: list[Superseded] = []
     ambiguous: list[Finding] = []
     for (symbol, fiscal), dated in sorted(periods.items()):
@@ -151,7 +139,7 @@ def find_superseded(items: list[Item]) -> tuple[list[Superseded], list[Finding]]
                 superseded.append(Superseded((symbol, date), fiscal, seen, kept))
         if len(kept) > 1:
             ambiguous.extend(
-                Finding(consistency.AMBIGUOUS_PERIOD, (symbol, date), "earnings_date", f"fiscal period {fiscal}: {len(kept)} dates")
+                Finding(consistency.AMBIGUOUS_PERIOD, (symbol, date), DATE, f"fiscal period {fiscal}: {len(kept)} dates")
                 for date in kept
             )
     return superseded, ambiguous
@@ -161,7 +149,7 @@ def find_future(items: list[Item], limit: str) -> list[FutureDated]:
     """Items whose `lastSyncDate` is later than `limit` (sync_identity.latest_allowed; a text compare)."""
     found = []
     for item in items:
-        seen = consistency.text_attribute(item, "lastSyncDate")
+        seen = consistency.text_attribute(item, LAST_SYNC_DATE)
         if seen is not None and is_synced_at(seen) and seen > limit:
             found.append(FutureDated(consistency.item_key(item), seen))
     return sorted(found, key=lambda f: f.key)
@@ -173,8 +161,8 @@ def find_unregistered(items: list[Item], registry: RegisteredSyncs) -> list[Find
         return []
     found = []
     for item in items:
-        seen = consistency.text_attribute(item, "lastSyncDate")
-        sync_id = consistency.text_attribute(item, "sync_id")
+        seen = consistency.text_attribute(item, LAST_SYNC_DATE)
+        sync_id = consistency.text_attribute(item, SYNC_ID)
         if seen is None or sync_id is None or not is_synced_at(seen) or seen < registry.since:
             continue  # a broken lastSyncDate/sync_id is an item rule's finding; older items predate the ids
         if sync_id not in registry.ids:
@@ -183,7 +171,7 @@ def find_unregistered(items: list[Item], registry: RegisteredSyncs) -> list[Find
             detail = "lastSyncDate is not the time of its sync_id"
         else:
             continue
-        found.append(Finding(consistency.UNREGISTERED_SYNC, consistency.item_key(item), "sync_id", detail))
+        found.append(Finding(consistency.UNREGISTERED_SYNC, consistency.item_key(item), SYNC_ID, detail))
     return sorted(found, key=lambda f: f.key)
 
 
@@ -201,8 +189,7 @@ def read_registry(ledger: SyncLedger | None) -> tuple[RegisteredSyncs | None, st
 
 
 def audit_table(
-    client: Any,
-    table_name: str,
+    table: CalendarTable,
     *,
     fix: bool = False,
     page_size: int = 1000,
@@ -217,7 +204,7 @@ def audit_table(
     started = clock()
     report = AuditReport(fix=fix)
     registry, report.registry = read_registry(ledger)
-    items = scan_items(client, table_name, page_size)
+    items = list(table.all_items(page_size))
     report.items = len(items)
     for item in items:
         key = consistency.item_key(item)
@@ -226,14 +213,14 @@ def audit_table(
     report.future = find_future(items, limit)
     future_keys = {f.key for f in report.future}
     report.findings.extend(
-        Finding(consistency.FUTURE_SYNC_DATE, f.key, "lastSyncDate", f"{f.last_sync_date} is in the future (later than {limit})")
+        Finding(consistency.FUTURE_SYNC_DATE, f.key, LAST_SYNC_DATE, f"{f.last_sync_date} is in the future (later than {limit})")
         for f in report.future
     )
     current = [item for item in items if consistency.item_key(item) not in future_keys]
     superseded, ambiguous = find_superseded(current)
     report.superseded = superseded
     report.findings.extend(
-        Finding(consistency.SUPERSEDED, s.key, "earnings_date", f"fiscal period {s.fiscal_date_ending} is now on {', '.join(s.kept_dates)}")
+        Finding(consistency.SUPERSEDED, s.key, DATE, f"fiscal period {s.fiscal_date_ending} is now on {', '.join(s.kept_dates)}")
         for s in superseded
     )
     report.findings.extend(ambiguous)
@@ -243,12 +230,12 @@ def audit_table(
         report.findings.extend(unregistered)
     if fix:
         for entry in superseded:
-            if delete_if_unchanged(client, table_name, entry.key, entry.last_sync_date):
+            if table.delete_if_unchanged(entry.key, entry.last_sync_date):
                 report.fixed += 1
             else:
                 report.fix_conflicts += 1
         for dated in report.future:
-            if delete_if_unchanged(client, table_name, dated.key, dated.last_sync_date):
+            if table.delete_if_unchanged(dated.key, dated.last_sync_date):
                 report.fixed += 1
                 report.future_fixed += 1
             else:

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import msgspec
 
+from earnings_sync.calendar_table import DATE, FISCAL_DATE, LAST_SYNC_DATE, SYMBOL, SYNC_ID
 from earnings_sync.records import EarningsRecord, record_problem
 from earnings_sync.sync_identity import is_synced_at
 
@@ -62,25 +63,26 @@ ITEM_RULES: Final = (
 )
 ALL_RULES: Final = (*ITEM_RULES, SUPERSEDED, AMBIGUOUS_PERIOD, FUTURE_SYNC_DATE, UNREGISTERED_SYNC)
 
-BOOKKEEPING: Final = frozenset({"lastSyncDate", "sync_id"})
+BOOKKEEPING: Final = frozenset({LAST_SYNC_DATE, SYNC_ID})
 # attribute -> accepted DynamoDB types; time_of_the_day is the only optional one.
 EXPECTED_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
-    "asset_symbol": ("S",),
-    "earnings_date": ("S",),
+    SYMBOL: ("S",),
+    DATE: ("S",),
     "company_name": ("S",),
-    "fiscal_date_ending": ("S",),
+    FISCAL_DATE: ("S",),
     "estimate": ("N", "NULL"),
     "currency": ("S",),
-    "lastSyncDate": ("S",),
-    "sync_id": ("S",),
+    LAST_SYNC_DATE: ("S",),
+    SYNC_ID: ("S",),
     "time_of_the_day": ("S",),
 }
 OPTIONAL: Final = frozenset({"time_of_the_day"})
-# record field -> rule reported when `record_problem` refuses that field alone.
+# record field -> rule reported when `record_problem` refuses that field alone (the item codec,
+# calendar_table.record_to_item, names each attribute after its record field).
 FIELD_RULES: Final[Mapping[str, str]] = {
-    "asset_symbol": BAD_SYMBOL,
-    "earnings_date": BAD_DATE,
-    "fiscal_date_ending": BAD_DATE,
+    SYMBOL: BAD_SYMBOL,
+    DATE: BAD_DATE,
+    FISCAL_DATE: BAD_DATE,
     "company_name": BAD_NAME,
     "estimate": BAD_ESTIMATE,
     "currency": BAD_CURRENCY,
@@ -154,10 +156,10 @@ def _record(values: Typed) -> EarningsRecord:
     kind, raw = values.get("estimate", ("NULL", True))
     estimate = _estimate_text(raw) if kind == "N" else None
     return EarningsRecord(
-        asset_symbol=text("asset_symbol"),
-        earnings_date=text("earnings_date"),
+        asset_symbol=text(SYMBOL),
+        earnings_date=text(DATE),
         company_name=text("company_name"),
-        fiscal_date_ending=text("fiscal_date_ending"),
+        fiscal_date_ending=text(FISCAL_DATE),
         estimate=estimate,
         currency=text("currency"),
         time_of_the_day=text("time_of_the_day") if "time_of_the_day" in values else None,
@@ -192,14 +194,14 @@ def validate_item(image: Mapping[str, Any], keys: Mapping[str, Any] | None = Non
             if rejection is not None:
                 violations.append(Violation(rule, name, rejection.reason))
 
-    if "lastSyncDate" not in broken and not is_synced_at(values["lastSyncDate"][1]):
-        violations.append(Violation(BAD_SYNC_DATE, "lastSyncDate", "expected 2025-07-19T06:00:00.000000Z"))
-    if "sync_id" not in broken and SYNC_ID_RE.fullmatch(values["sync_id"][1]) is None:
-        violations.append(Violation(BAD_SYNC_ID, "sync_id", "empty or not a sync id"))
+    if LAST_SYNC_DATE not in broken and not is_synced_at(values[LAST_SYNC_DATE][1]):
+        violations.append(Violation(BAD_SYNC_DATE, LAST_SYNC_DATE, "expected 2025-07-19T06:00:00.000000Z"))
+    if SYNC_ID not in broken and SYNC_ID_RE.fullmatch(values[SYNC_ID][1]) is None:
+        violations.append(Violation(BAD_SYNC_ID, SYNC_ID, "empty or not a sync id"))
 
     if keys is not None:
         stated = typed(keys)
-        for name in ("asset_symbol", "earnings_date"):
+        for name in (SYMBOL, DATE):
             if name in stated and name in values and stated[name] != values[name]:
                 violations.append(Violation(KEY_MISMATCH, name, "stream Keys differ from the image"))
     return violations
@@ -209,8 +211,8 @@ def item_key(image: Mapping[str, Any]) -> tuple[str, str]:
     """(asset_symbol, earnings_date) as text, whatever the image form; '' for a missing part."""
     values = typed(image)
     return (
-        str(values.get("asset_symbol", ("", ""))[1]),
-        str(values.get("earnings_date", ("", ""))[1]),
+        str(values.get(SYMBOL, ("", ""))[1]),
+        str(values.get(DATE, ("", ""))[1]),
     )
 
 
@@ -229,6 +231,6 @@ def is_bookkeeping_only(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
 
 def is_regression(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """The new image carries an older sync than the image it replaced (fixed-width text compare)."""
-    before = text_attribute(old, "lastSyncDate")
-    after = text_attribute(new, "lastSyncDate")
+    before = text_attribute(old, LAST_SYNC_DATE)
+    after = text_attribute(new, LAST_SYNC_DATE)
     return before is not None and after is not None and after < before

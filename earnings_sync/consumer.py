@@ -30,11 +30,12 @@ import msgspec
 from botocore.exceptions import BotoCoreError, ClientError
 
 from earnings_sync import dlq
+from earnings_sync.calendar_table import CalendarTable, RetryableWriteError
 from earnings_sync.ledger import EXHAUSTED, OUTCOME_CODES, POISON, MessageOutcome, SyncLedger, replay_token
 from earnings_sync.messages import RawSyncMessage, decode_envelope, decode_record, metadata_problem
 from earnings_sync.records import EarningsRecord
 from earnings_sync.sync_identity import Clock, utc_now
-from earnings_sync.table import EarningsTable, RetryableWriteError, UpsertResult
+from earnings_sync.upsert import UpsertResult, WriteMode, check_write_mode, upsert_records
 
 MAX_NOTED_KEYS = 50  # keys kept per invocation for the handler's conflict log line: counts are exact
 
@@ -91,15 +92,17 @@ class MessageConsumer:
 
     def __init__(
         self,
-        table: EarningsTable,
+        table: CalendarTable,
         sqs: Any,
         dlq_url: str,
         max_receive_count: int,
         ledger: SyncLedger | None = None,
         *,
+        write_mode: WriteMode = "batch",
         now: Clock = utc_now,
     ) -> None:
         self.table = table
+        self.write_mode = check_write_mode(write_mode)  # README, "Write path"
         self.sqs = sqs
         self.dlq_url = dlq_url
         self.max_receive_count = max_receive_count
@@ -133,7 +136,7 @@ class MessageConsumer:
 
         result = UpsertResult()
         try:
-            self.table.upsert_records(records, envelope.sync_id, envelope.synced_at, result)
+            upsert_records(self.table, records, envelope.sync_id, envelope.synced_at, result, write_mode=self.write_mode)
         except RetryableWriteError as exc:
             tally.add_result(result)
             if context.receive_count < self.max_receive_count:

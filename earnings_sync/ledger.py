@@ -28,7 +28,8 @@ A sync is *complete* when the last two are zero and nothing is in the DLQ; *acco
 `in_dlq`) when only the DLQ still holds some of its records.
 
 The same table holds the **sync registry** (partition `#registry`, never expiring): a counter the
-stream consumer reads, and one item per sync id that `earnings-sync audit` checks items against.
+stream consumer reads, and one item per sync id that `earnings-sync audit` checks items against and
+the sync monitor (sync_watch.py) reads for the newest syncs and marks `completed_at`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ POISON, EXHAUSTED, REDRIVEN = "p", "x", "q"
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One sync as the registry knows it: when it ran, when it was registered, and when the sync
+    monitor first saw its ledger complete (empty until then)."""
+
+    sync_id: str
+    synced_at: str
+    registered_at: str
+    completed_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,59 @@ class SyncLedger:
         """The ids of every sync registered with its id."""
         return self.registered_syncs().ids
 
+    def registrations_since(self, sync_id_floor: str) -> list[Registration]:
+        """Syncs registered with an id at or after `sync_id_floor`, oldest first (the sync monitor).
+
+        Sync ids start with their compacted `synced_at`, so they sort like time and one Query on the
+        registry's sort key reads only the newest syncs, however long the registry has grown. `$`
+        sorts right after `#`, so `sync#<floor>` .. `sync$` holds every id from the floor on.
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "sync_id = :r AND #e BETWEEN :low AND :high",
+            "ExpressionAttributeNames": {"#e": "entry"},
+            "ExpressionAttributeValues": {
+                ":r": _s(REGISTRY),
+                ":low": _s(f"{REGISTERED}{sync_id_floor}"),
+                ":high": _s(f"{REGISTERED[:-1]}$"),
+            },
+        }
+        found: list[Registration] = []
+        while True:
+            response = self.client.query(**kwargs)
+            for item in response.get("Items", []):
+                plain = {name: _plain(value) for name, value in item.items() if name not in ("sync_id", "entry")}
+                found.append(
+                    Registration(
+                        sync_id=item["entry"]["S"][len(REGISTERED) :],
+                        synced_at=str(plain.get("synced_at", "")),
+                        registered_at=str(plain.get("registered_at") or plain.get("synced_at", "")),
+                        completed_at=str(plain.get("completed_at", "")),
+                    )
+                )
+            if "LastEvaluatedKey" not in response:
+                return found
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def mark_completed(self, sync_id: str, completed_at: str) -> bool:
+        """Note on the sync's registry item that its ledger is complete; True only the first time.
+
+        Conditional, so two monitors (or a retried invocation) count one completion once, and only
+        a registered sync can be marked.
+        """
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"sync_id": _s(REGISTRY), "entry": _s(f"{REGISTERED}{sync_id}")},
+                UpdateExpression="SET completed_at = :t",
+                ConditionExpression="attribute_exists(#e) AND attribute_not_exists(completed_at)",
+                ExpressionAttributeNames={"#e": "entry"},
+                ExpressionAttributeValues={":t": _s(completed_at)},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     # -- writes --------------------------------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> int:
         """Chunks first, header last; returns the number of PutItem requests."""
@@ -315,13 +380,15 @@ class SyncLedger:
         return True
 
     # -- reads ---------------------------------------------------------------------------------
-    def entries(self, sync_id: str) -> list[Item]:
+    def entries(self, sync_id: str, *, consistent: bool = True) -> list[Item]:
+        """Every ledger item of one sync (one Query, paged). `consistent=False` halves the read
+        units: an outcome written a moment ago may be missed (the sync monitor looks again)."""
         items: list[Item] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "sync_id = :s",
             "ExpressionAttributeValues": {":s": _s(sync_id)},
-            "ConsistentRead": True,
+            "ConsistentRead": consistent,
         }
         while True:
             response = self.client.query(**kwargs)
@@ -330,8 +397,8 @@ class SyncLedger:
                 return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def report(self, sync_id: str) -> LedgerReport:
-        return account(sync_id, self.entries(sync_id))
+    def report(self, sync_id: str, *, consistent: bool = True) -> LedgerReport:
+        return account(sync_id, self.entries(sync_id, consistent=consistent))
 
     def recent_syncs(self, limit: int = 20) -> list[tuple[str, str]]:
         """(synced_at, sync_id) of the newest manifests, newest first (a Scan: for operators)."""
@@ -560,37 +627,48 @@ def _net(seq: int, original: _Outcome | None, replays: list[_Outcome], report: L
     return state
 
 
+@dataclass
+class _Entries:
+    """One sync's ledger items by kind: the manifest header and chunks, outcomes by message seq."""
+
+    header: Item | None = None
+    chunks: list[Item] = field(default_factory=list)
+    originals: dict[int, _Outcome] = field(default_factory=dict)
+    replays: dict[int, list[_Outcome]] = field(default_factory=dict)
+
+    @classmethod
+    def sort(cls, items: Iterable[Item]) -> _Entries:
+        entries = cls()
+        for item in items:
+            entry = item["entry"]["S"]
+            if entry == MANIFEST:
+                entries.header = item
+            elif entry.startswith(f"{MANIFEST}#"):
+                entries.chunks.append(item)
+            elif entry.startswith("m#"):
+                outcome = _outcome(item)
+                if "#r#" in entry:
+                    entries.replays.setdefault(outcome.seq, []).append(outcome)
+                else:
+                    entries.originals[outcome.seq] = outcome
+        return entries
+
+
 def account(sync_id: str, items: Iterable[Item]) -> LedgerReport:
     """Net a sync's ledger entries into a `LedgerReport` (pure: no I/O)."""
     report = LedgerReport(sync_id=sync_id)
-    header: Item | None = None
-    chunks: list[Item] = []
-    originals: dict[int, _Outcome] = {}
-    replays: dict[int, list[_Outcome]] = {}
-    for item in items:
-        entry = item["entry"]["S"]
-        if entry == MANIFEST:
-            header = item
-        elif entry.startswith(f"{MANIFEST}#"):
-            chunks.append(item)
-        elif entry.startswith("m#"):
-            outcome = _outcome(item)
-            if "#r#" in entry:
-                replays.setdefault(outcome.seq, []).append(outcome)
-                report.replays += 1
-            else:
-                originals[outcome.seq] = outcome
+    entries = _Entries.sort(items)
+    report.replays = sum(len(replays) for replays in entries.replays.values())
     counts: list[int] = []
     unsent: set[int] = set()
-    if header is not None:
-        counts, unsent = _read_manifest(report, header, chunks)
+    if entries.header is not None:
+        counts, unsent = _read_manifest(report, entries.header, entries.chunks)
     report.messages = len(counts)
-    seqs = sorted(set(originals) | set(replays) | set(range(len(counts))))
-    for seq in seqs:
+    for seq in sorted(set(entries.originals) | set(entries.replays) | set(range(len(counts)))):
         expected = counts[seq] if seq < len(counts) else None
-        if header is not None and expected is None:
+        if entries.header is not None and expected is None:
             report.anomalies.append(f"an outcome for message seq {seq}, which the manifest does not list")
-        has_outcome = seq in originals or seq in replays
+        has_outcome = seq in entries.originals or seq in entries.replays
         report.messages_with_outcome += has_outcome
         if seq in unsent:
             if has_outcome:
@@ -598,32 +676,37 @@ def account(sync_id: str, items: Iterable[Item]) -> LedgerReport:
             report.not_enqueued += expected or 0
             report.unsent_seqs.append((seq, expected or 0))
             continue
-        state = _net(seq, originals.get(seq), replays.get(seq, []), report)
-        size = expected if expected is not None else len(state)
-        outside = sorted(p for p in state if not 0 <= p < size)
-        if outside:
-            report.anomalies.append(f"message seq {seq}: outcomes for positions {outside[:5]} of a {size}-record message")
-        in_dlq = 0
-        for position, code in state.items():
-            if not 0 <= position < size:
-                continue
-            if code in SETTLED:
-                name = SETTLED[code]
-                setattr(report, name, getattr(report, name) + 1)
-            elif code in IN_DLQ:
-                report.in_dlq[IN_DLQ[code]] = report.in_dlq.get(IN_DLQ[code], 0) + 1
-                in_dlq += 1
-            else:
-                report.anomalies.append(f"message seq {seq}: unknown outcome {code!r} at position {position}")
-        if in_dlq:
-            report.dlq_seqs.append((seq, in_dlq))
-        missing = size - sum(1 for p in state if 0 <= p < size)
-        if missing:
-            report.missing += missing
-            report.missing_seqs.append((seq, missing))
-    if header is None:
+        state = _net(seq, entries.originals.get(seq), entries.replays.get(seq, []), report)
+        _count_states(report, seq, state, expected if expected is not None else len(state))
+    if entries.header is None:
         report.records = report.accounted_rows
     return report
+
+
+def _count_states(report: LedgerReport, seq: int, state: Mapping[int, str], size: int) -> None:
+    """Each record of message `seq` (a `size`-record message) counted once: settled, in the DLQ, or
+    missing (no outcome yet); positions outside the message and unknown codes are anomalies."""
+    outside = sorted(p for p in state if not 0 <= p < size)
+    if outside:
+        report.anomalies.append(f"message seq {seq}: outcomes for positions {outside[:5]} of a {size}-record message")
+    in_dlq = 0
+    for position, code in state.items():
+        if not 0 <= position < size:
+            continue
+        if code in SETTLED:
+            name = SETTLED[code]
+            setattr(report, name, getattr(report, name) + 1)
+        elif code in IN_DLQ:
+            report.in_dlq[IN_DLQ[code]] = report.in_dlq.get(IN_DLQ[code], 0) + 1
+            in_dlq += 1
+        else:
+            report.anomalies.append(f"message seq {seq}: unknown outcome {code!r} at position {position}")
+    if in_dlq:
+        report.dlq_seqs.append((seq, in_dlq))
+    missing = size - sum(1 for p in state if 0 <= p < size)
+    if missing:
+        report.missing += missing
+        report.missing_seqs.append((seq, missing))
 
 
 # --------------------------------------------------------------------------- presentation

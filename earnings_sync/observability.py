@@ -1,7 +1,10 @@
-"""Metric names and how domain results become metrics (Powertools Metrics, Embedded Metric Format).
+"""Metric names, and how domain results become metrics (Powertools Metrics, Embedded Metric Format)
+and log lines.
 
 The domain code only counts (`ConsumerTally`, `SyncReport`); handlers turn the counts into metrics
-here, once per invocation. `parse_emf` reads the same EMF lines back, for the local runner's summary
+and log lines here, once per invocation (`ConsumerBatchLog`, `StreamBatchLog`, `UpcomingLog`;
+the producer's `SyncLog` lives with its report in producer.py), so what each function reports is
+tested without Lambda. `parse_emf` reads the same EMF lines back, for the local runner's summary
 and for tests, so what an operator sees in CloudWatch and what `earnings-sync local` prints agree.
 
 `METRICS` declares every metric once (unit, emitting handlers, meaning, dimensions): the emit
@@ -15,12 +18,17 @@ import json
 import resource
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:  # types only: a function loads the domain modules it runs, no others
+    from earnings_sync.consumer import ConsumerTally, MessageContext
+    from earnings_sync.stream import StreamTally
+    from earnings_sync.upcoming import UpcomingResult
 
 NAMESPACE = "EarningsSync"
 SERVICE = "earnings-sync"
@@ -85,6 +93,10 @@ class M(StrEnum):
     UPCOMING_REQUESTS = "UpcomingRequests"
     UPCOMING_REQUEST_FAILURES = "UpcomingRequestFailures"
     UPCOMING_THROTTLES = "UpcomingThrottles"
+    # sync monitor (the ledger asked on a schedule)
+    SYNCS_COMPLETE = "SyncsComplete"
+    SYNCS_INCOMPLETE = "SyncsIncomplete"
+    SYNC_COMPLETIONS = "SyncCompletions"
     # every handler
     MEMORY_USED = "MemoryUsedMB"
     MEMORY_UTILIZATION = "MemoryUtilization"
@@ -98,6 +110,7 @@ class Handler(StrEnum):
     CONSUMER = "consumers.sqs_consumer"
     STREAM_CONSUMER = "consumers.stream_consumer"
     UPCOMING = "queries.upcoming_query"
+    SYNC_MONITOR = "queries.sync_monitor"
 
 
 # Powertools puts `service` (POWERTOOLS_SERVICE_NAME) on every metric and we add no default
@@ -107,6 +120,7 @@ DIMENSIONS: tuple[str, ...] = ("service",)
 COLD_START_DIMENSIONS: tuple[str, ...] = ("function_name", "service")  # Powertools' cold-start blob
 
 _P, _C, _S, _U = Handler.PRODUCER, Handler.CONSUMER, Handler.STREAM_CONSUMER, Handler.UPCOMING
+_W = Handler.SYNC_MONITOR
 _COUNT, _MS = MetricUnit.Count, MetricUnit.Milliseconds
 
 
@@ -187,6 +201,10 @@ _SPECS = (
     MetricSpec(M.UPCOMING_SCAN_FALLBACKS, _COUNT, (_U,), "requests answered by the Scan fallback"),
     MetricSpec(M.UPCOMING_QUERY_DURATION, _MS, (_U,), "ms per request (all its queries, or the fallback)"),
     MetricSpec(M.UPCOMING_THROTTLES, _COUNT, (_U,), "throttled DynamoDB responses, retried ones included"),
+    # sync monitor
+    MetricSpec(M.SYNCS_COMPLETE, _COUNT, (_W,), "syncs registered in the last 26 h whose ledger is complete"),
+    MetricSpec(M.SYNCS_INCOMPLETE, _COUNT, (_W,), "syncs registered in the last 26 h, started over an hour ago, ledger not complete"),
+    MetricSpec(M.SYNC_COMPLETIONS, _COUNT, (_W,), "syncs whose ledger became complete since the last run (each counted once)"),
     # every handler
     MetricSpec(M.MEMORY_USED, MetricUnit.Megabytes, tuple(Handler), "peak resident memory of the execution environment (ru_maxrss)"),
     MetricSpec(M.MEMORY_UTILIZATION, MetricUnit.Percent, tuple(Handler), "MemoryUsedMB as a percentage of the function's MemorySize"),
@@ -303,6 +321,14 @@ def emit_upcoming_request(metrics: Any, *, failed: bool, throttles: int = 0) -> 
     add_metric(metrics, M.UPCOMING_THROTTLES, throttles)
 
 
+def emit_sync_watch_metrics(metrics: Any, watch: Any) -> None:
+    """`watch` is a `sync_watch.SyncWatch`: published on every run, zeros included, so a gap in
+    `SyncCompletions` means the monitor did not run (the missing-sync alarm breaches on it)."""
+    add_metric(metrics, M.SYNCS_COMPLETE, watch.count("complete"))
+    add_metric(metrics, M.SYNCS_INCOMPLETE, watch.count("incomplete"))
+    add_metric(metrics, M.SYNC_COMPLETIONS, watch.completions)
+
+
 def memory_used_mb() -> float:
     """Peak resident memory of this process: what Lambda compares with MemorySize (kB on Linux)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -361,3 +387,160 @@ def requests_by_kind(totals: Mapping[str, float]) -> dict[str, int]:
                 kind = name[len(prefix):]
                 found[kind] = found.get(kind, 0) + int(value)
     return dict(sorted(found.items()))
+
+
+# --------------------------------------------------------------------------- log lines
+# What the consumers and the upcoming function log, shaped here next to their metrics so a test can
+# read it without Lambda: every line joinable by sync id (and message id in the consumer), counts and
+# a few keys, never an item's content. `logger` is a Powertools Logger (or anything with its methods).
+
+MAX_LOGGED_SYNC_IDS = 10  # syncs named on a batch line
+
+
+def _failed_items(response: Mapping[str, Any]) -> int:
+    return len(response.get("batchItemFailures", []))
+
+
+class ConsumerBatchLog:
+    """The consumer's lines for one SQS batch: each message's ids on every line logged while it is
+    handled, conflicts as counts and a few keys, one summary line. `tally` feeds the metrics."""
+
+    def __init__(self, logger: Any, tally: ConsumerTally) -> None:
+        self.logger = logger
+        self.tally = tally
+        self.sync_ids: dict[str, None] = {}  # ordered set: which syncs this batch carried
+
+    def message(self, message: MessageContext) -> None:
+        """A message about to be handled: its ids go on every line logged until the next one."""
+        sync_id = (message.attributes.get("sync_id") or {}).get("stringValue", "")
+        self.sync_ids[sync_id] = None
+        self.logger.append_keys(message_id=message.message_id, sync_id=sync_id)
+
+    def message_failed(self, exc: BaseException, message: MessageContext) -> None:
+        extra = {"reason": str(exc), "receive_count": message.receive_count}
+        self.logger.warning("message failed, SQS will deliver it again", extra=extra)
+
+    def finished(self, response: Mapping[str, Any], throttles: int, duration_ms: float, memory: Mapping[str, float]) -> None:
+        tally = self.tally
+        if tally.stale or tally.lost_races:
+            # Conflicts are expected (replays, redeliveries, concurrent syncs): counts and a few keys.
+            self.logger.info(
+                "conflicts resolved",
+                extra={
+                    "stale_skipped": tally.stale,
+                    "stale_keys": [list(key) for key in tally.stale_keys],
+                    "lost_races": tally.lost_races,
+                },
+            )
+        self.logger.info(
+            "batch processed",
+            extra={
+                "messages": tally.messages,
+                "sync_ids": list(self.sync_ids)[:MAX_LOGGED_SYNC_IDS],
+                "failed": _failed_items(response),
+                "inserted": tally.inserted,
+                "updated": tally.updated,
+                "unchanged": tally.unchanged,
+                "stale_skipped": tally.stale,
+                "poison_records": tally.poison_records,
+                "invalid_messages": tally.invalid_messages,
+                "dlq_sends": tally.dlq_sends,
+                "retries": tally.retries,
+                "retry_exhausted": tally.retry_exhausted,
+                "throttles": throttles,
+                "duration_ms": round(duration_ms, 1),
+                **memory,
+            },
+        )
+
+
+def _change_sync_id(change: Mapping[str, Any]) -> str:
+    """The sync that made this change (new image; old image for a REMOVE): joins the producer's logs."""
+    image = change.get("NewImage") or change.get("OldImage") or {}
+    return str((image.get("sync_id") or {}).get("S", ""))
+
+
+class StreamBatchLog:
+    """The stream consumer's lines for one batch: a line per failed record and per item that breaks
+    a rule, what was tidied (keys only), one summary line. `tally` feeds the metrics."""
+
+    def __init__(self, logger: Any, tally: StreamTally, key_of: Callable[[Mapping[str, Any]], tuple[str, str]]) -> None:
+        self.logger = logger
+        self.tally = tally
+        self.key_of = key_of  # an item's (asset_symbol, earnings_date) from a record's `Keys`
+        self.sync_ids: dict[str, None] = {}  # ordered set: which syncs' writes this batch carried
+
+    def record(self, raw_record: Mapping[str, Any]) -> None:
+        """`raw_record` is one stream record as Lambda delivers it."""
+        self.sync_ids[_change_sync_id(raw_record.get("dynamodb") or {})] = None
+
+    def record_failed(self, raw_record: Mapping[str, Any], exc: BaseException) -> None:
+        """Counted as a failure; the line names the record (sequence number, key, sync), never its images."""
+        self.tally.failures += 1
+        change = raw_record.get("dynamodb") or {}
+        self.logger.warning(
+            "stream record failed, Lambda will retry from it",
+            extra={
+                "sequence_number": change.get("SequenceNumber"),
+                "event_name": raw_record.get("eventName"),
+                "key": list(self.key_of(change.get("Keys") or {})),
+                "sync_id": _change_sync_id(change),
+                "error": f"{type(exc).__name__}: {exc}"[:300],
+            },
+        )
+
+    def finished(self, response: Mapping[str, Any], throttles: int, duration_ms: float, memory: Mapping[str, float]) -> None:
+        tally = self.tally
+        for key, rules in tally.invalid:
+            self.logger.warning("item breaks consistency rules", extra={"key": list(key), "rules": rules})
+        if tally.removed or tally.restored:
+            self.logger.info(
+                "table tidied",
+                extra={"superseded_removed": [list(k) for k in tally.removed], "regressions_restored": [list(k) for k in tally.restored]},
+            )
+        self.logger.info(
+            "stream batch processed",
+            extra={
+                "records": tally.records,
+                "sync_ids": list(self.sync_ids)[:MAX_LOGGED_SYNC_IDS],
+                "failed": _failed_items(response),
+                "validation_passed": tally.validation_passed,
+                "validation_failed": dict(tally.violations),
+                "bookkeeping_only": tally.bookkeeping_only,
+                "superseded_removed": tally.superseded_removed,
+                "superseded_conflicts": tally.superseded_conflicts,
+                "regressions_restored": tally.regressions_restored,
+                "removes": tally.removes,
+                "throttles": throttles,
+                "duration_ms": round(duration_ms, 1),
+                **memory,
+            },
+        )
+
+
+class UpcomingLog:
+    """The upcoming-earnings function's line and request metrics for each way a request ends."""
+
+    def __init__(self, logger: Any, metrics: Any) -> None:
+        self.logger = logger
+        self.metrics = metrics
+
+    def invalid(self, exc: ValueError) -> dict[str, str]:
+        """The caller's mistake, found before any query: not a GSI failure, no request metric."""
+        self.logger.warning("invalid upcoming request", extra={"error": str(exc)})
+        return {"error": str(exc)}
+
+    def failed(self, exc: BaseException, throttles: int) -> None:
+        emit_upcoming_request(self.metrics, failed=True, throttles=throttles)
+        self.logger.error("upcoming query failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300], "throttles": throttles})
+
+    def answered(self, result: UpcomingResult, throttles: int, memory: Mapping[str, float]) -> dict[str, Any]:
+        """Metrics and the line of an answered request (the items are not logged); returns the answer."""
+        emit_upcoming_request(self.metrics, failed=False, throttles=throttles)
+        emit_upcoming_metrics(self.metrics, result)
+        answer = result.as_dict()
+        self.logger.info(
+            "upcoming query answered",
+            extra={**{k: v for k, v in answer.items() if k != "items"}, "throttles": throttles, **memory},
+        )
+        return answer

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
+from earnings_sync import sources
+from earnings_sync.backoff import backoff_delays
 from earnings_sync.ledger import MAX_NOTED, Manifest, SyncLedger
 from earnings_sync.messages import batch_entries, build_messages, decode_envelope
+from earnings_sync.observability import M, add_metric, emit_producer_metrics
 from earnings_sync.records import (
     SYMBOL_RE,
     EarningsRecord,
     NotACalendarError,
     ParseStats,
     Rejection,
+    UpstreamError,
     iter_symbol_groups,
     parse_csv,
     physical_lines,
@@ -28,8 +33,8 @@ from earnings_sync.records import (
     scrub,
     symbols_contiguous,
 )
+from earnings_sync.sources import SourceError
 from earnings_sync.sync_identity import check_synced_at, new_sync_identity
-from earnings_sync.table import backoff_delays
 
 MAX_REPORTED_REJECTIONS = 200
 
@@ -153,6 +158,15 @@ def _primed(items: Iterator[Any]) -> Iterator[Any]:
     return items if first is None else chain((first,), items)
 
 
+def _symbols_contiguous(source: str | bytes | Path | Iterable[str] | Iterable[bytes]) -> bool:
+    """Whether every symbol's rows form one run, from a second pass over a re-readable source (a
+    one-pass iterable cannot be scanned twice: its groups are buffered to the end)."""
+    if isinstance(source, Path):
+        with open(source, "rb") as again:
+            return symbols_contiguous(physical_lines(again))
+    return isinstance(source, (str, bytes)) and symbols_contiguous(physical_lines(source))
+
+
 def message_attributes(sync_id: str, synced_at: str, record_count: int) -> dict[str, dict[str, str]]:
     return {
         "sync_id": {"DataType": "String", "StringValue": sync_id},
@@ -214,43 +228,16 @@ class SyncProducer:
         if self.on_start is not None:
             self.on_start(report)
         stats = ParseStats()
-
-        def reject(rejection: Rejection) -> None:
-            if len(report.rejections) < MAX_REPORTED_REJECTIONS:
-                report.rejections.append({"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail})
-            if self.on_rejection is not None:
-                self.on_rejection(rejection)
-
-        def duplicate(earlier: EarningsRecord, later: EarningsRecord) -> None:
-            if len(report.duplicate_keys) < MAX_NOTED:
-                report.duplicate_keys.append(
-                    {"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]}
-                )
-            if self.on_duplicate is not None:
-                self.on_duplicate(earlier, later)
-
-        def numbered(messages: Iterable[tuple[str, int]]) -> Iterable[tuple[str, dict]]:
-            for body, count in messages:
-                report.seq_records.append(count)
-                yield body, message_attributes(sync_id, synced_at, count)
-
         secrets = [s for s in secrets if s]
         with contextlib.ExitStack() as stack:
             body: Any = stack.enter_context(open(source, "rb")) if isinstance(source, Path) else source  # noqa: SIM115
             items = _primed(parse_csv(body, secrets, source_name=source_name, from_alphavantage=from_alphavantage, stats=stats))
-            if isinstance(source, Path):  # a second pass over the file, once its first lines proved it a calendar
-                with open(source, "rb") as again:
-                    contiguous = symbols_contiguous(physical_lines(again))
-            else:
-                contiguous = isinstance(source, (str, bytes)) and symbols_contiguous(physical_lines(source))
+            contiguous = _symbols_contiguous(source)
             if self.ledger is not None:
                 # before the first send (a failure here aborts a sync that has sent nothing)
                 self.ledger.register_sync(sync_id, synced_at)
             try:
-                groups = iter_symbol_groups(items, stats, reject, duplicate, contiguous=contiguous)
-                bodies = numbered(build_messages(groups, sync_id, synced_at, self.max_records, self.max_payload_bytes))
-                for batch in batch_entries(bodies, max_bytes=self.max_payload_bytes):
-                    self._send_batch(batch, report)
+                self._send_all(items, stats, report, contiguous=contiguous)
             except Exception as exc:  # noqa: BLE001 - whatever it was, the ledger must say the sync stopped
                 report.aborted = scrub(
                     f"stopped after line {stats.lines:,} of {source_name}, {report.messages_sent:,} message(s) sent: "
@@ -263,6 +250,34 @@ class SyncProducer:
         if report.failed_messages:
             raise EnqueueError(report)
         return report
+
+    def _send_all(self, items: Iterator[Any], stats: ParseStats, report: SyncReport, *, contiguous: bool) -> None:
+        """Records → symbol groups → messages → SendMessageBatch calls, streaming as far as `contiguous` allows."""
+        groups = iter_symbol_groups(
+            items, stats, functools.partial(self._rejected, report), functools.partial(self._duplicate, report), contiguous=contiguous
+        )
+        messages = build_messages(groups, report.sync_id, report.synced_at, self.max_records, self.max_payload_bytes)
+        for batch in batch_entries(self._numbered(messages, report), max_bytes=self.max_payload_bytes):
+            self._send_batch(batch, report)
+
+    def _rejected(self, report: SyncReport, rejection: Rejection) -> None:
+        if len(report.rejections) < MAX_REPORTED_REJECTIONS:
+            report.rejections.append({"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail})
+        if self.on_rejection is not None:
+            self.on_rejection(rejection)
+
+    def _duplicate(self, report: SyncReport, earlier: EarningsRecord, later: EarningsRecord) -> None:
+        if len(report.duplicate_keys) < MAX_NOTED:
+            report.duplicate_keys.append({"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]})
+        if self.on_duplicate is not None:
+            self.on_duplicate(earlier, later)
+
+    @staticmethod
+    def _numbered(messages: Iterable[tuple[str, int]], report: SyncReport) -> Iterator[tuple[str, dict]]:
+        """Each message body with its attributes; its record count noted by seq for the manifest."""
+        for body, count in messages:
+            report.seq_records.append(count)
+            yield body, message_attributes(report.sync_id, report.synced_at, count)
 
     def _finish(self, report: SyncReport, stats: ParseStats, started: float) -> None:
         report.rows, report.records, report.duplicates = stats.rows, stats.records, stats.duplicates
@@ -364,7 +379,7 @@ def _s3_reference(event: dict[str, Any]) -> tuple[Any, Any] | None:
     direct = event.get("s3")
     if direct is not None:
         if not isinstance(direct, dict):
-            raise _source_error('an "s3" event needs {"bucket": ..., "key": ...}')
+            raise SourceError('an "s3" event needs {"bucket": ..., "key": ...}')
         return direct.get("bucket"), direct.get("key")
     records = event.get("Records")
     if records is None:
@@ -373,16 +388,10 @@ def _s3_reference(event: dict[str, Any]) -> tuple[Any, Any] | None:
         notification = records[0]["s3"]
         bucket, key = notification["bucket"]["name"], notification["object"]["key"]
     except (KeyError, IndexError, TypeError):
-        raise _source_error("a Records event must be an S3 notification (Records[0].s3.bucket.name, .object.key)") from None
+        raise SourceError("a Records event must be an S3 notification (Records[0].s3.bucket.name, .object.key)") from None
     if not isinstance(key, str):
-        raise _source_error("the S3 notification's object key is not text")
+        raise SourceError("the S3 notification's object key is not text")
     return bucket, urllib.parse.unquote_plus(key)
-
-
-def _source_error(message: str) -> Exception:
-    from earnings_sync.sources import SourceError
-
-    return SourceError(message)
 
 
 def sync_from_event(
@@ -408,10 +417,8 @@ def sync_from_event(
     (sync_identity.check_synced_at: strict, not in the future), and a bad one raises
     InvalidSyncMetadata before any source is read.
     """
-    from earnings_sync import sources  # local import: the HTTP code is only needed on this path
-
     if not isinstance(event, dict):
-        raise sources.SourceError(f"the event must be a JSON object, got {type(event).__name__}")
+        raise SourceError(f"the event must be a JSON object, got {type(event).__name__}")
     producer = SyncProducer(
         sqs,
         settings.queue_url,
@@ -426,27 +433,47 @@ def sync_from_event(
     if synced_at is not None:
         check_synced_at(synced_at)  # before anything is read: a bad time fails the invocation, nothing is sent
     if "path" in event:
-        if not getattr(settings, "allow_path_events", False):
-            raise sources.SourceError(PATH_EVENTS_REFUSED)  # the file is never opened
-        if not isinstance(event["path"], str) or not event["path"]:
-            raise sources.SourceError('"path" must name a file')
-        path = Path(event["path"])
-        problem = _file_problem(path)
-        if problem is not None:
-            raise sources.SourceError(problem)
-        return producer.run(path, source_name=printable(str(path)), synced_at=synced_at)
+        return _sync_from_path(producer, event["path"], settings, synced_at)
     s3_ref = _s3_reference(event)
     if s3_ref is not None:
-        bucket, key = s3_ref
-        if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
-            raise sources.SourceError("an S3 source needs a bucket and a key (both text)")
-        body = sources.read_s3_object(s3, bucket, key)
-        return producer.run(body, source_name=printable(f"s3://{bucket}/{key}"), synced_at=synced_at)
+        return _sync_from_s3(producer, s3_ref, s3, synced_at)
+    return _sync_from_alphavantage(producer, event, settings, ssm, opener, synced_at)
+
+
+def _sync_from_path(producer: SyncProducer, path_text: Any, settings: Any, synced_at: str | None) -> SyncReport:
+    if not getattr(settings, "allow_path_events", False):
+        raise SourceError(PATH_EVENTS_REFUSED)  # the file is never opened
+    if not isinstance(path_text, str) or not path_text:
+        raise SourceError('"path" must name a file')
+    path = Path(path_text)
+    problem = _file_problem(path)
+    if problem is not None:
+        raise SourceError(problem)
+    return producer.run(path, source_name=printable(str(path)), synced_at=synced_at)
+
+
+def _sync_from_s3(producer: SyncProducer, s3_ref: tuple[Any, Any], s3: Any, synced_at: str | None) -> SyncReport:
+    bucket, key = s3_ref
+    if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
+        raise SourceError("an S3 source needs a bucket and a key (both text)")
+    body = sources.read_s3_object(s3, bucket, key)
+    return producer.run(body, source_name=printable(f"s3://{bucket}/{key}"), synced_at=synced_at)
+
+
+def _sync_from_alphavantage(
+    producer: SyncProducer,
+    event: dict[str, Any],
+    settings: Any,
+    ssm: Any,
+    opener: Callable[..., Any] | None,
+    synced_at: str | None,
+) -> SyncReport:
+    """The API key is masked in anything the sync reports, and only an AlphaVantage reply is quoted."""
     api_key = sources.resolve_api_key(settings, ssm)
     horizon = event.get("horizon", settings.alphavantage_horizon)
     symbol = event.get("symbol")
     if symbol is not None and (not isinstance(symbol, str) or SYMBOL_RE.fullmatch(symbol) is None):
-        raise sources.SourceError('"symbol" must be a ticker symbol (A-Z, 0-9, ".", "-", "_")')
+        raise SourceError('"symbol" must be a ticker symbol (A-Z, 0-9, ".", "-", "_")')
     body = sources.fetch_alphavantage(
         api_key,
         horizon=horizon,
@@ -459,3 +486,77 @@ def sync_from_event(
     return producer.run(
         body, source_name=f"alphavantage:{horizon}", synced_at=synced_at, secrets=[api_key], from_alphavantage=True
     )
+
+
+# --------------------------------------------------------------------------- what a sync logs
+
+MAX_LOGGED_REJECTIONS = 100  # rejected rows logged one line each per sync; all of them are counted
+MAX_LOGGED_FAILURES = 20  # failed messages listed in the error line; all of them are counted
+
+
+def loggable_sync(summary: dict[str, Any]) -> dict[str, Any]:
+    """The report without the per-row rejections (each was logged on its own) and with a capped
+    list of failed messages, so one log line stays readable whatever the sync did."""
+    shown = {k: v for k, v in summary.items() if k not in ("rejections", "failed_messages")}
+    failed = summary.get("failed_messages") or []
+    if failed:
+        shown["failed_messages"] = failed[:MAX_LOGGED_FAILURES]
+        shown["failed_messages_total"] = len(failed)
+    return shown
+
+
+class SyncLog:
+    """The producer function's lines and metrics for one sync, shaped here so a test reads them
+    without Lambda: the callbacks `sync_from_event` takes while it runs (every line from the first
+    carries the sync_id), then one line, and the sync's metrics, for the way it ended. `logger` is a
+    Powertools Logger, `metrics` Powertools Metrics."""
+
+    def __init__(self, logger: Any, metrics: Any) -> None:
+        self.logger = logger
+        self.metrics = metrics
+        self.rejections_seen = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"on_start": self.started, "on_rejection": self.rejected, "on_duplicate": self.duplicate}
+
+    def started(self, report: SyncReport) -> None:
+        self.logger.append_keys(sync_id=report.sync_id)
+        self.logger.info("sync started", extra={"source": report.source, "synced_at": report.synced_at})
+
+    def rejected(self, rejection: Rejection) -> None:
+        if self.rejections_seen < MAX_LOGGED_REJECTIONS:
+            extra = {"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail}
+            self.logger.warning("row rejected", extra=extra)
+        self.rejections_seen += 1
+
+    def duplicate(self, earlier: EarningsRecord, later: EarningsRecord) -> None:
+        self.logger.info(
+            "duplicate key in snapshot, later row wins",
+            extra={"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]},
+        )
+
+    def failed(self, exc: BaseException, throttles: int) -> None:
+        """The error line of a sync that raised; nothing for an error no line describes (it is raised as it is)."""
+        if isinstance(exc, NotACalendarError):  # AlphaVantage's error replies and files/objects that are no calendar
+            add_metric(self.metrics, M.UPSTREAM_ERRORS, 1)
+            if isinstance(exc, UpstreamError):
+                self.logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
+            else:
+                self.logger.error("not an earnings calendar, nothing enqueued", extra={"kind": exc.kind, "problem": exc.message})
+        elif isinstance(exc, SourceError):
+            self.logger.error("source unavailable, nothing enqueued", extra={"problem": str(exc)})
+        elif isinstance(exc, (EnqueueError, SyncAborted)):
+            summary = exc.report.as_dict()
+            emit_producer_metrics(self.metrics, summary, throttles)
+            extra = {"sync": loggable_sync(summary), "throttles": throttles}
+            if isinstance(exc, EnqueueError):
+                self.logger.error("sync incomplete: messages not sent", extra=extra)
+            else:
+                self.logger.error("sync aborted", extra={"reason": exc.report.aborted, **extra})
+
+    def enqueued(self, report: SyncReport, throttles: int, memory: Mapping[str, float]) -> dict[str, Any]:
+        """Metrics and the closing line of a sync that sent everything; returns the function's answer."""
+        summary = report.as_dict()
+        emit_producer_metrics(self.metrics, summary, throttles)
+        self.logger.info("sync enqueued", extra={"sync": loggable_sync(summary), "throttles": throttles, **memory})
+        return summary

@@ -10,9 +10,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from earnings_sync.backoff import backoff_delays
 from earnings_sync.records import printable, scrub
 from earnings_sync.settings import Settings
-from earnings_sync.table import backoff_delays
 
 HORIZONS = ("3month", "6month", "12month")
 

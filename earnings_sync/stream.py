@@ -39,11 +39,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from earnings_sync import consistency
+from earnings_sync.calendar_table import LAST_SYNC_DATE, CalendarTable, Item, fiscal_date_of, key_of, last_sync_of
 from earnings_sync.sync_identity import Clock, latest_allowed, utc_now
-from earnings_sync.table import Item
 
 MAX_NOTED = 50  # keys kept per kind for the handler's log lines
 
@@ -76,33 +74,33 @@ class StreamTally:
         if len(bucket) < MAX_NOTED:
             bucket.append(value)
 
-
-def _key(symbol: str, date: str) -> Item:
-    return {"asset_symbol": {"S": symbol}, "earnings_date": {"S": date}}
-
-
-def _is_condition_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    def count_request(self, kind: str, response: Mapping[str, Any] | None = None) -> None:
+        """A `calendar_table.RequestLog`: requests by kind, for `DynamoDBRequests_<kind>`."""
+        self.requests[kind] += 1
 
 
 class StreamProcessor:
-    """Everything the stream handler does for one record, with the DynamoDB client passed in."""
+    """Everything the stream handler does for one record, with the table's gateway passed in."""
 
-    def __init__(self, client: Any, table_name: str, sole_sync: str | None = None, *, now: Clock = utc_now) -> None:
+    def __init__(self, table: CalendarTable, sole_sync: str | None = None, *, now: Clock = utc_now) -> None:
         """One processor per invocation: it caches each symbol's items for the batch.
 
         `sole_sync` is the `synced_at` of the only sync ever registered (ledger.sole_sync), read
         when the batch starts: its records need no settling, since superseding takes an older sync
         and a newer one registers before it writes (its own records then settle against these).
         """
-        self.client = client
-        self.table_name = table_name
+        self.table = table
         self.sole_sync = sole_sync
         # An image dated after this was not written by a real sync (the consumer bounds synced_at): it
         # is never settled against (it would make every real date of its period look superseded) and
         # never restored over a real write. The audit reports it; `audit --fix` deletes it.
         self.latest_sync = latest_allowed(now)
         self._symbol_items: dict[str, list[Item]] = {}
+
+    @property
+    def client(self) -> Any:
+        """The DynamoDB client behind the table: the handler counts its throttles."""
+        return self.table.client
 
     def process(self, record: Mapping[str, Any], tally: StreamTally) -> None:
         """`record` is one Lambda DynamoDB stream record (`Records[i]`), images as attribute-value maps."""
@@ -134,43 +132,29 @@ class StreamProcessor:
             tally.violations.update(rules)
             tally.note(tally.invalid, (consistency.item_key(new), rules))
             return
-        if new["lastSyncDate"]["S"] > self.latest_sync:
+        synced_at = new[LAST_SYNC_DATE]["S"]
+        if synced_at > self.latest_sync:
             tally.validation_failed += 1
             tally.violations.update([consistency.FUTURE_SYNC_DATE])
             tally.note(tally.invalid, (consistency.item_key(new), [consistency.FUTURE_SYNC_DATE]))
             return
         tally.validation_passed += 1
-        if self.sole_sync is not None and new["lastSyncDate"]["S"] == self.sole_sync:
+        if self.sole_sync is not None and synced_at == self.sole_sync:
             tally.initial_load_unsettled += 1
             return
-        self.settle_fiscal_period(
-            new["asset_symbol"]["S"],
-            new["fiscal_date_ending"]["S"],
-            new["earnings_date"]["S"],
-            new["lastSyncDate"]["S"],
-            tally,
-        )
+        symbol, date = key_of(new)
+        self.settle_fiscal_period(symbol, new["fiscal_date_ending"]["S"], date, synced_at, tally)
 
     # -- regressions ---------------------------------------------------------------------------
     def _restore(self, old: Item, new: Item, tally: StreamTally) -> None:
         """Put the newer (old) image back unless the item has moved on since the regressed write."""
-        if (consistency.text_attribute(old, "lastSyncDate") or "") > self.latest_sync:
+        if (consistency.text_attribute(old, LAST_SYNC_DATE) or "") > self.latest_sync:
             tally.regression_conflicts += 1  # a future-dated image is not a newer write: keep the real one
             return
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item=old,
-                ConditionExpression="lastSyncDate = :regressed",
-                ExpressionAttributeValues={":regressed": new["lastSyncDate"]},
-            )
-        except ClientError as exc:
-            if not _is_condition_failure(exc):
-                raise
-            tally.requests["ConditionalCheckFailed"] += 1
+        # is_regression found both lastSyncDate attributes, as strings
+        if not self.table.restore(old, new[LAST_SYNC_DATE]["S"], tally):
             tally.regression_conflicts += 1
             return
-        tally.requests["PutItem"] += 1
         tally.regressions_restored += 1
         tally.note(tally.restored, consistency.item_key(old))
 
@@ -185,34 +169,20 @@ class StreamProcessor:
         cached = self._symbol_items.get(symbol)
         if cached is not None:
             return cached
-        items: list[Item] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "KeyConditionExpression": "asset_symbol = :s",
-            "ProjectionExpression": "asset_symbol, earnings_date, fiscal_date_ending, lastSyncDate",
-            "ExpressionAttributeValues": {":s": {"S": symbol}},
-            "ConsistentRead": True,
-        }
-        while True:
-            response = self.client.query(**kwargs)
-            tally.requests["Query"] += 1
-            items.extend(response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                break
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        items = self.table.symbol_items(symbol, tally)
         self._symbol_items[symbol] = items
         return items
 
     def period_items(self, symbol: str, fiscal: str, tally: StreamTally) -> list[Item]:
         """The symbol's items of one fiscal period."""
-        return [i for i in self.symbol_items(symbol, tally) if i.get("fiscal_date_ending", {}).get("S") == fiscal]
+        return [i for i in self.symbol_items(symbol, tally) if fiscal_date_of(i) == fiscal]
 
     def settle_fiscal_period(self, symbol: str, fiscal: str, date: str, synced_at: str, tally: StreamTally) -> None:
         """Delete the period's other dates older than `synced_at`; delete this date if another is newer."""
         others = [
-            (item["earnings_date"]["S"], item.get("lastSyncDate", {}).get("S", ""))
+            (key_of(item)[1], last_sync_of(item))
             for item in self.period_items(symbol, fiscal, tally)
-            if item["earnings_date"]["S"] != date
+            if key_of(item)[1] != date
         ]
         for other_date, seen in others:
             if seen < synced_at:
@@ -221,32 +191,12 @@ class StreamProcessor:
             self.delete_superseded(symbol, date, synced_at, tally)
 
     def delete_superseded(self, symbol: str, date: str, seen: str, tally: StreamTally) -> bool:
-        if not delete_if_unchanged(self.client, self.table_name, (symbol, date), seen):
-            tally.requests["ConditionalCheckFailed"] += 1
+        if not self.table.delete_if_unchanged((symbol, date), seen, tally):
             tally.superseded_conflicts += 1
             return False
-        tally.requests["DeleteItem"] += 1
         tally.superseded_removed += 1
         cached = self._symbol_items.get(symbol)
         if cached is not None:
-            cached[:] = [i for i in cached if i["earnings_date"]["S"] != date]
+            cached[:] = [i for i in cached if key_of(i)[1] != date]
         tally.note(tally.removed, (symbol, date))
         return True
-
-
-def delete_if_unchanged(client: Any, table_name: str, key: tuple[str, str], seen: str) -> bool:
-    """Delete the item only as it was read (same `lastSyncDate`); False when a write got there first."""
-    if seen:
-        condition: dict[str, Any] = {
-            "ConditionExpression": "lastSyncDate = :seen",
-            "ExpressionAttributeValues": {":seen": {"S": seen}},
-        }
-    else:  # written without bookkeeping (by hand): only while it still has none
-        condition = {"ConditionExpression": "attribute_exists(asset_symbol) AND attribute_not_exists(lastSyncDate)"}
-    try:
-        client.delete_item(TableName=table_name, Key=_key(*key), **condition)
-    except ClientError as exc:
-        if not _is_condition_failure(exc):
-            raise
-        return False
-    return True

@@ -41,6 +41,7 @@ from typing import Any, NoReturn
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from earnings_sync import consistency
+from earnings_sync.calendar_table import CalendarTable
 from earnings_sync.queue_scan import QueueScan
 from earnings_sync.stream import StreamProcessor, StreamTally
 
@@ -409,7 +410,7 @@ class RedoReport:
 
 def redo_stream_failures(
     sqs: Any,
-    dynamodb: Any,
+    table: CalendarTable,
     streams: Any,
     queue_url: str,
     stream: TableStream,
@@ -420,7 +421,8 @@ def redo_stream_failures(
     wait_seconds: int = 2,
     progress: Callable[[RedoReport], None] | None = None,
 ) -> RedoReport:
-    """Read the failure queue to its end and redo every range the stream still holds.
+    """Read the failure queue to its end and redo every range the stream still holds; `table` is
+    the gateway of the table whose stream it is (`stream`).
 
     A failed AWS call while a range is redone stops the run (it would most likely fail again for
     the next one): that message and every other not deleted are made visible again.
@@ -438,7 +440,7 @@ def redo_stream_failures(
                 break
             if not messages:
                 break
-            _redo_batch(dynamodb, streams, stream, messages, report, scan)
+            _redo_batch(table, streams, stream, messages, report, scan)
             if progress is not None:
                 progress(report)
     finally:
@@ -447,7 +449,7 @@ def redo_stream_failures(
 
 
 def _redo_batch(
-    dynamodb: Any,
+    table: CalendarTable,
     streams: Any,
     stream: TableStream,
     messages: list[dict[str, Any]],
@@ -472,14 +474,16 @@ def _redo_batch(
         # Contiguous ranges are read together: ask for the records of this range and the next ones.
         sizes = [f.batch_size for f, _ in ranges[index:] if (f.stream_arn, f.shard_id) == shard]
         limit = min(READ_LIMIT, sum(size or READ_LIMIT for size in sizes))
-        item = _redo_range(dynamodb, reader, failure, limit, message["MessageId"], report)
+        item = _redo_range(table, reader, failure, limit, message["MessageId"], report)
         report.items.append(item)
         if item.outcome == "redone" or (item.outcome == "lost" and report.discard_lost and not report.dry_run):
             done.append((item, message))
     _delete(scan, done)
 
 
-def _redo_range(dynamodb: Any, reader: ShardReader, failure: FailureRange, limit: int, message_id: str, report: RedoReport) -> RedoItem:
+def _redo_range(
+    table: CalendarTable, reader: ShardReader, failure: FailureRange, limit: int, message_id: str, report: RedoReport
+) -> RedoItem:
     item = RedoItem(message_id=message_id, outcome="failed", failure=failure)
     try:
         records = reader.read(failure, limit)
@@ -504,7 +508,7 @@ def _redo_range(dynamodb: Any, reader: ShardReader, failure: FailureRange, limit
     # One processor per range, as one per invocation in the Lambda: its per-symbol cache holds the
     # items read for this range only. No `sole_sync`: settling a sync's records when it is the only
     # one finds nothing older to delete, so skipping it only saves a Query.
-    processor = StreamProcessor(dynamodb, report.table_name)
+    processor = StreamProcessor(table)
     item.tally = StreamTally()
     try:
         for record in records:

@@ -24,18 +24,23 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from earnings_sync.table import THROTTLE_CODES, Item, item_to_plain
+from earnings_sync.calendar_table import (
+    INDEX_NAME,
+    CalendarTable,
+    Item,
+    error_code,
+    index_start,
+    is_throttling,
+    item_to_plain,
+    key_of,
+    plain_key,
+)
 
-INDEX_NAME = "upcoming-earnings-index"
 DEFAULT_PAGE_SIZE = 100
 MAX_DAYS = 731  # two years of report days: the calendar itself reaches 12 months ahead
 
 Position = tuple[str, str]  # (earnings_date, asset_symbol) of the last item returned
 
-
-INDEX_ATTRIBUTES = (  # keys + the NonKeyAttributes of upcoming-earnings-index in template.yaml
-    "asset_symbol", "earnings_date", "company_name", "fiscal_date_ending", "estimate", "currency", "time_of_the_day",
-)
 
 
 @dataclass
@@ -100,11 +105,8 @@ def days(date_from: str, date_to: str) -> Iterator[str]:
 
 
 def _position(item: Item) -> Position:
-    return (item["earnings_date"]["S"], item["asset_symbol"]["S"])
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    symbol, date = key_of(item)
+    return (date, symbol)
 
 
 def check_request(
@@ -130,8 +132,7 @@ def check_request(
 
 
 def upcoming_earnings(
-    client: Any,
-    table_name: str,
+    table: CalendarTable,
     date_from: str,
     date_to: str,
     *,
@@ -150,24 +151,24 @@ def upcoming_earnings(
     started = clock()
     result = UpcomingResult()
     try:
-        _from_index(client, table_name, index_name, date_from, date_to, position, limit, page_size, result)
+        _from_index(table, index_name, date_from, date_to, position, limit, page_size, result)
     except ClientError as exc:
-        if _error_code(exc) in THROTTLE_CODES:
+        if is_throttling(exc):
             raise
         result.index_failures += 1
         result.fallback_used = True
-        result.fallback_reason = f"{_error_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}"[:300]
+        result.fallback_reason = f"{error_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}"[:300]
         if result.items:  # resume after what the index already gave
-            position = (result.items[-1]["earnings_date"], result.items[-1]["asset_symbol"])
+            symbol, date = plain_key(result.items[-1])
+            position = (date, symbol)
         remaining = None if limit is None else limit - len(result.items)
-        _from_scan(client, table_name, date_from, date_to, position, remaining, page_size, result)
+        _from_scan(table, date_from, date_to, position, remaining, page_size, result)
     result.duration_ms = (clock() - started) * 1000
     return result
 
 
 def _from_index(
-    client: Any,
-    table_name: str,
+    table: CalendarTable,
     index_name: str,
     date_from: str,
     date_to: str,
@@ -179,22 +180,13 @@ def _from_index(
     remaining = limit
     start = max(date_from, position[0]) if position else date_from
     for day in days(start, date_to):
-        request: dict[str, Any] = {
-            "TableName": table_name,
-            "IndexName": index_name,
-            "KeyConditionExpression": "earnings_date = :d",
-            "ExpressionAttributeValues": {":d": {"S": day}},
-        }
-        if position is not None and position[0] == day:
-            # Index key and table key are the same two attributes.
-            request["ExclusiveStartKey"] = {"earnings_date": {"S": day}, "asset_symbol": {"S": position[1]}}
+        resume = index_start(day, position[1]) if position is not None and position[0] == day else None
         while True:
-            request["Limit"] = page_size if remaining is None else min(page_size, remaining)
-            response = client.query(**request)
+            page_limit = page_size if remaining is None else min(page_size, remaining)
+            items, resume = table.query_day(day, limit=page_limit, start=resume, index_name=index_name)
             result.queries += 1
-            items = response.get("Items", [])
             result.items.extend(item_to_plain(item) for item in items)
-            more_today = "LastEvaluatedKey" in response
+            more_today = resume is not None
             if remaining is not None:
                 remaining -= len(items)
                 if remaining <= 0:
@@ -203,12 +195,10 @@ def _from_index(
                     return
             if not more_today:
                 break
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 def _from_scan(
-    client: Any,
-    table_name: str,
+    table: CalendarTable,
     date_from: str,
     date_to: str,
     position: Position | None,
@@ -217,25 +207,16 @@ def _from_scan(
     result: UpcomingResult,
 ) -> None:
     """The fallback: every matching item of the base table, sorted here."""
-    request: dict[str, Any] = {
-        "TableName": table_name,
-        "FilterExpression": "earnings_date BETWEEN :a AND :b",
-        # the attributes the index projects, so both paths answer with the same item shape
-        "ProjectionExpression": ", ".join(INDEX_ATTRIBUTES),
-        "ExpressionAttributeValues": {
-            ":a": {"S": max(date_from, position[0]) if position else date_from},
-            ":b": {"S": date_to},
-        },
-        "Limit": max(page_size, 1000),  # items examined per page, before the filter
-    }
+    first_day = max(date_from, position[0]) if position else date_from
+    examined = max(page_size, 1000)  # items examined per page, before the filter
     found: list[Item] = []
+    resume: Item | None = None
     while True:
-        response = client.scan(**request)
+        items, resume = table.scan_dates(first_day, date_to, limit=examined, start=resume)
         result.scan_pages += 1
-        found.extend(response.get("Items", []))
-        if "LastEvaluatedKey" not in response:
+        found.extend(items)
+        if resume is None:
             break
-        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
     ordered = sorted(
         ((_position(item), item) for item in found if position is None or _position(item) > position),
         key=lambda pair: pair[0],

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from earnings_sync.ledger import SyncLedger
 from earnings_sync_cli.errors import UsageError
 from earnings_sync_cli.tables import add_table_arguments, on_table, sync_failures
 
@@ -43,11 +44,13 @@ def ledger_table(args: argparse.Namespace, table: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: they load botocore; keeps the CLI's start fast
     from earnings_sync.audit import audit_table, format_report
-    from earnings_sync.ledger import SyncLedger
+    from earnings_sync.calendar_table import CalendarTable
 
     def audit(client: Any, table: str) -> Any:
-        return audit_table(client, table, fix=args.fix, ledger=SyncLedger(client, ledger_table(args, table)))
+        ledger = SyncLedger(client, ledger_table(args, table))
+        return audit_table(CalendarTable(client, table), fix=args.fix, ledger=ledger)
 
     if args.csv and args.ledger_table:
         raise UsageError("--csv builds its own tables on the embedded emulator: drop --ledger-table")

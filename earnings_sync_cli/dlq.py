@@ -10,20 +10,20 @@ from collections.abc import Iterator
 from typing import Any
 
 from earnings_sync.dlq import FAILURE_KINDS
-from earnings_sync_cli.errors import UsageError
+from earnings_sync_cli.errors import UsageError, is_missing_queue, where
+from earnings_sync_cli.progress import Progress
+from earnings_sync_cli.tables import client
 
 FORCE_HINT = "pass --force to read it anyway (receiving counts toward its messages' maxReceiveCount)"
 
 
 def _sqs(args: argparse.Namespace, *, max_attempts: int = 8) -> Any:
-    from earnings_sync_cli.tables import client
-
     return client("sqs", args.endpoint_url, max_attempts=max_attempts)
 
 
 def _dead_letter_queue(sqs: Any, args: argparse.Namespace) -> str:
     """The DLQ's URL; a queue that is not one is refused unless --force."""
-    from earnings_sync import replay
+    from earnings_sync import replay  # lazy: loads botocore; keeps the CLI's start fast
 
     try:
         return replay.dead_letter_queue(sqs, args.queue, force=args.force)
@@ -35,8 +35,6 @@ def _dead_letter_queue(sqs: Any, args: argparse.Namespace) -> str:
 def _naming_queue(sqs: Any, queue: str) -> Iterator[None]:
     """A queue that disappears, or a URL that never named one, is a usage error naming it."""
     from botocore.exceptions import ClientError
-
-    from earnings_sync_cli.errors import is_missing_queue, where
 
     try:
         yield
@@ -69,7 +67,7 @@ def _counts(title: str, counts: dict[str, int], top: int = 10) -> list[str]:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from earnings_sync.replay import dlq_stats
+    from earnings_sync.replay import dlq_stats  # lazy: loads botocore; keeps the CLI's start fast
 
     if args.max_messages < 1:
         raise UsageError("--max-messages must be at least 1")
@@ -97,7 +95,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_peek(args: argparse.Namespace) -> int:
-    from earnings_sync.replay import peek_dlq, utc_now
+    from earnings_sync.replay import peek_dlq, utc_now  # lazy: loads botocore; keeps the CLI's start fast
 
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -151,7 +149,7 @@ def _print_report(report: Any) -> None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from earnings_sync import replay
+    from earnings_sync import replay  # lazy: loads botocore; keeps the CLI's start fast
 
     try:
         where = replay.ReplayFilter(
@@ -185,8 +183,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         else:
             print(f"started StartMessageMoveTask {handle}; follow it with `aws sqs list-message-move-tasks`")
         return 0
-    from earnings_sync_local.pipeline import Progress
-
     display = Progress(sys.stderr)  # silent unless stderr is a terminal
     sqs = _sqs(args)
     with _naming_queue(sqs, args.queue):

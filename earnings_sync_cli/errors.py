@@ -91,7 +91,7 @@ def describe(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, message) for an error a user can cause or fix; None for a bug."""
     from botocore import exceptions as boto
 
-    from earnings_sync.replay import DlqError
+    from earnings_sync.replay import DlqError  # lazy: loads botocore; keeps the CLI's start fast
 
     if isinstance(exc, (UsageError, DlqError)):
         return EXIT_USAGE, str(exc)

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from earnings_sync.ledger import LedgerReport, SyncLedger, format_report
+from earnings_sync_cli import embedded
 from earnings_sync_cli.tables import DEFAULT_TABLE, UsageError, check_csv_arguments, client, naming_table, sync_failures
 
 RECENT = 10
@@ -45,13 +47,9 @@ def register(subparsers: Any) -> None:
 
 def _reports(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
     """The reports to show, and (with --csv) the lines naming the files the local run did not sync."""
-    from earnings_sync.ledger import LedgerReport, SyncLedger
-
     if args.csv:
-        from earnings_sync_local.pipeline import run_local
-
         check_csv_arguments(args, built="its own tables")
-        summary = run_local(args.csv, progress_stream=sys.stderr)
+        summary = embedded.run_local(args.csv)
         found = {s.sync_id: s.ledger for s in summary.syncs if s.sync_id and s.ledger is not None}
         failures = sync_failures(summary)
         if not args.sync_id:
@@ -68,8 +66,6 @@ def _reports(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from earnings_sync.ledger import format_report
-
     if args.recent < 1:
         raise UsageError("--recent must be at least 1")
     reports, failures = _reports(args)

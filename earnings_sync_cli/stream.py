@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from earnings_sync_cli.errors import UsageError
+from earnings_sync_cli.progress import Progress
+from earnings_sync_cli.tables import client
 
 DEFAULT_TABLE = "earningsCalendar"
 MAX_VISIBILITY_TIMEOUT = 43_200  # SQS maximum, 12 hours
@@ -61,11 +63,12 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Errors follow the command line's one contract (cli_errors): look-ups first, so a wrong endpoint,
+    """Errors follow the command line's one contract (errors.py): look-ups first, so a wrong endpoint,
     table or queue is exit 2 before any work; an AWS error while redoing is exit 1."""
+    # lazy: they load botocore; keeps the CLI's start fast
     from earnings_sync import stream_redo
+    from earnings_sync.calendar_table import CalendarTable
     from earnings_sync.replay import queue_url
-    from earnings_sync_cli.tables import client
 
     visibility = stream_redo.DEFAULT_VISIBILITY_TIMEOUT if args.visibility_timeout is None else args.visibility_timeout
     if not 1 <= visibility <= MAX_VISIBILITY_TIMEOUT:
@@ -82,13 +85,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])  # exists, and we may read it
 
-    from earnings_sync_local.pipeline import Progress
-
     display = Progress(sys.stderr)  # silent unless stderr is a terminal
     try:
         report = stream_redo.redo_stream_failures(
             sqs,
-            dynamodb,
+            CalendarTable(dynamodb, table),
             client("dynamodbstreams", args.endpoint_url),
             url,
             stream,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from earnings_sync_cli import embedded
 from earnings_sync_cli.errors import UsageError, error_code, one_line, where
 
 T = TypeVar("T")
@@ -53,7 +53,7 @@ def check_input_files(paths: Sequence[str]) -> None:
     Raises UsageError naming the first file that cannot be synced and why: the checks a sync makes
     before it sends anything (producer.check_source_file), on the file's first lines only.
     """
-    from earnings_sync.producer import check_source_file
+    from earnings_sync.producer import check_source_file  # lazy: loads botocore; keeps the CLI's start fast
 
     for path in paths:
         problem = check_source_file(Path(path))
@@ -79,13 +79,15 @@ def check_output_paths(outputs: Mapping[str, str | None], inputs: Sequence[str] 
             raise UsageError(f"{shown}: is one of the input files")
 
 
-def client(service: str, endpoint_url: str | None, *, max_attempts: int = 8) -> Any:
+def client(service: str, endpoint_url: str | None, *, max_attempts: int = 8, read_timeout: int = 30) -> Any:
     """A boto3 client for a command: an endpoint that is not a URL is a usage error, a dead one is
     reported after CONNECT_ATTEMPTS connection attempts."""
-    from earnings_sync import aws
+    from earnings_sync import aws  # lazy: loads boto3; keeps the CLI's start fast
 
     try:
-        return aws.client(service, max_attempts=max_attempts, endpoint_url=endpoint_url, connect_attempts=CONNECT_ATTEMPTS)
+        return aws.client(
+            service, max_attempts=max_attempts, endpoint_url=endpoint_url, connect_attempts=CONNECT_ATTEMPTS, read_timeout=read_timeout
+        )
     except ValueError as exc:  # botocore: "Invalid endpoint: ..."
         given = endpoint_url or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL") or ""
         raise UsageError(f"invalid endpoint URL {given!r}: expected http(s)://host[:port] ({exc})") from exc
@@ -109,23 +111,19 @@ def on_table(args: argparse.Namespace, work: Callable[[Any, str], T]) -> tuple[T
 
     Returns its result and, with --csv, the local run's `LocalSummary` (else None).
     """
-    from earnings_sync import aws
-
     if not args.csv:
         table = args.table or os.environ.get("TABLE_NAME") or DEFAULT_TABLE
         dynamodb = client("dynamodb", args.endpoint_url)
         with naming_table(dynamodb, table):
             return work(dynamodb, table), None
 
-    from earnings_sync_local.pipeline import run_local
-
     check_csv_arguments(args)
     outcome: list[T] = []
 
     def ready(summary: Any, emulator: Any) -> None:
-        outcome.append(work(aws.client("dynamodb"), emulator.resources.table_name))
+        outcome.append(work(client("dynamodb", None), emulator.resources.table_name))
 
-    summary = run_local(args.csv, progress_stream=sys.stderr, on_ready=ready)
+    summary = embedded.run_local(args.csv, on_ready=ready)
     if not outcome:  # pragma: no cover - run_local always calls on_ready once the emulator is up
         raise RuntimeError("the local run ended before the table could be read")
     return outcome[0], summary

@@ -55,6 +55,8 @@ def format_items(items: list[dict[str, Any]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: they load botocore and Powertools; keeps the CLI's start fast
+    from earnings_sync.calendar_table import CalendarTable
     from earnings_sync.observability import upcoming_metrics
     from earnings_sync.upcoming import check_request, upcoming_earnings
 
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
 
     def query(client: Any, table: str) -> Any:
-        return upcoming_earnings(client, table, args.date_from, args.date_to, **request)
+        return upcoming_earnings(CalendarTable(client, table), args.date_from, args.date_to, **request)
 
     result, summary = on_table(args, query)
     metrics = upcoming_metrics(result)

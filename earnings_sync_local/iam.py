@@ -28,26 +28,32 @@ OPERATIONS: Mapping[Handler, frozenset[str]] = {
     ),
     Handler.CONSUMER: frozenset(
         {
-            "dynamodb:BatchGetItem",  # table.EarningsTable.batch_get: the stored items, one read per message
-            "dynamodb:BatchWriteItem",  # table: WriteMode batch
-            "dynamodb:PutItem",  # table: WriteMode conditional, content writes; ledger.record_outcome
-            "dynamodb:UpdateItem",  # table: WriteMode conditional, lastSyncDate-only confirmations
-            "dynamodb:GetItem",  # table: re-read after a lost race that returned no item
+            "dynamodb:BatchGetItem",  # calendar_table.CalendarTable.batch_get: the stored items, one read per message
+            "dynamodb:BatchWriteItem",  # calendar_table.batch_put: WriteMode batch
+            "dynamodb:PutItem",  # calendar_table.put_if_sync: WriteMode conditional, content writes; ledger.record_outcome
+            "dynamodb:UpdateItem",  # calendar_table.confirm: WriteMode conditional, lastSyncDate-only confirmations
+            "dynamodb:GetItem",  # calendar_table.get: re-read after a lost race that returned no item
             "sqs:SendMessage",  # dlq.send_dead_letter
         }
     ),
     Handler.STREAM_CONSUMER: frozenset(
         {
-            "dynamodb:Query",  # stream.StreamProcessor.period_items: the symbol's dates (base table)
-            "dynamodb:DeleteItem",  # stream.delete_if_unchanged: superseded dates
-            "dynamodb:PutItem",  # stream.StreamProcessor._restore: regressions
+            "dynamodb:Query",  # calendar_table.symbol_items: the symbol's dates (base table)
+            "dynamodb:DeleteItem",  # calendar_table.delete_if_unchanged: superseded dates
+            "dynamodb:PutItem",  # calendar_table.restore: regressions
             "dynamodb:GetItem",  # ledger.SyncLedger.sole_sync: the sync registry (ledger table)
         }
     ),
     Handler.UPCOMING: frozenset(
         {
-            "dynamodb:Query",  # upcoming._from_index: on upcoming-earnings-index only
-            "dynamodb:Scan",  # upcoming._from_scan: the fallback, base table
+            "dynamodb:Query",  # calendar_table.query_day: on upcoming-earnings-index only
+            "dynamodb:Scan",  # calendar_table.scan_dates: the upcoming fallback, base table
+        }
+    ),
+    Handler.SYNC_MONITOR: frozenset(
+        {
+            "dynamodb:Query",  # ledger.SyncLedger.registrations_since and .entries (ledger table)
+            "dynamodb:UpdateItem",  # ledger.SyncLedger.mark_completed (ledger table)
         }
     ),
 }

@@ -3,23 +3,57 @@
 `run_local` starts an embedded AWS emulator on 127.0.0.1 (random free port), creates the queues and
 tables from template.yaml's own definitions, then runs each CSV as a successive sync through a
 `LocalPipeline`: producer handler → SQS → `SqsEventSource` (behaves like Lambda's SQS mapping) →
-consumer handler → table → stream consumer. Figures in the summary come from the handlers' own EMF
-metric output, and each sync's completeness from the ledger (`earnings_sync.ledger`).
+consumer handler → table → stream consumer. The handlers are the functions template.yaml's
+`Handler` properties name. Figures in the summary come from the handlers' own EMF metric output,
+and each sync's completeness from the ledger (`earnings_sync.ledger`). Showing progress and the
+summary is the caller's: `run_local` reports progress as text to a callback and returns data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import IO, Any
 
-from earnings_sync.observability import M
+from earnings_sync import aws
+from earnings_sync.calendar_table import CalendarTable, export_jsonl
+from earnings_sync.ledger import SyncLedger
+from earnings_sync.observability import M, requests_by_kind, validation_failures_by_rule
+from earnings_sync.records import NotACalendarError
+from earnings_sync.sources import SourceError
+from earnings_sync.sync_identity import InvalidSyncMetadata
+from earnings_sync_local import template
 from earnings_sync_local.emulator import embedded_emulator
 from earnings_sync_local.lambda_runtime import FAKE_ACCOUNT, REGION, Handler, LambdaContext, invoke, patched_environ
 from earnings_sync_local.sqs_mapping import DrainStats, SqsEventSource
+from earnings_sync_local.stream_mapping import DynamoDBStreamEventSource, merge_stats
+
+ProgressCallback = Callable[[str], None]
+"""Where `run_local` says what it is doing, one short line at a time (the CLI shows it on a terminal)."""
+
+
+def import_handler(resources: template.LocalResources, function_id: str) -> tuple[ModuleType, Handler]:
+    """The function template.yaml's `Handler` names for `function_id` (`package.module.function`),
+    and its module, imported as Lambda's Python runtime does: a renamed handler fails here, by name."""
+    spec = resources.handlers.get(function_id)
+    if spec is None:
+        raise template.TemplateError(f"{function_id} has no Handler in the template")
+    module_name, _, name = spec.rpartition(".")
+    try:
+        module = importlib.import_module(module_name) if module_name else None
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise  # the handler's module exists; something it imports does not
+        raise template.TemplateError(f"{function_id}: Handler {spec}: no module {exc.name}") from exc
+    handler = getattr(module, name, None)
+    if module is None or not callable(handler):
+        raise template.TemplateError(f"{function_id}: Handler {spec}: no such function")
+    return module, handler
 
 
 @dataclass
@@ -41,7 +75,7 @@ class LocalPipeline:
 
     def __init__(
         self,
-        resources: Any,
+        resources: template.LocalResources,
         sqs: Any,
         *,
         dynamodb: Any = None,
@@ -49,23 +83,19 @@ class LocalPipeline:
         wrap_consumer: Callable[[Handler], Handler] | None = None,
         environment: dict[str, str] | None = None,
     ) -> None:
-        from consumers import sqs_consumer, stream_consumer
-        from earnings_sync_local.stream_mapping import DynamoDBStreamEventSource
-        from producers import app as producer_app
-
         self.resources = resources
         self.sqs = sqs
         self.dynamodb = dynamodb
         self.environment = {
-            **resources.environments.get("ProducerFunction", {}),
-            **resources.environments.get("ConsumerFunction", {}),
-            **resources.environments.get("StreamConsumerFunction", {}),
+            **resources.environments.get(template.PRODUCER_ID, {}),
+            **resources.environments.get(template.CONSUMER_ID, {}),
+            **resources.environments.get(template.STREAM_CONSUMER_ID, {}),
             "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "EarningsSync"),
             "ALLOW_PATH_EVENTS": "true",  # the local runner hands the producer files; Lambda never does
             **(environment or {}),
         }
-        self.producer: Handler = producer_app.lambda_handler
-        consumer: Handler = sqs_consumer.lambda_handler
+        self.producer_module, self.producer = import_handler(resources, template.PRODUCER_ID)
+        _, consumer = import_handler(resources, template.CONSUMER_ID)
         self.source = SqsEventSource(
             sqs,
             resources.queue_url,
@@ -73,13 +103,19 @@ class LocalPipeline:
             wrap_consumer(consumer) if wrap_consumer is not None else consumer,
             batch_size=resources.consumer_batch_size,
             report_batch_item_failures="ReportBatchItemFailures" in resources.consumer_function_response_types,
-            function_name="ConsumerFunction",
+            function_name=template.CONSUMER_ID,
             timeout_seconds=resources.consumer_timeout,
         )
         # Lambda's stream mapping, with the position kept across drains.
         self.streams = None
         if streams is not None and resources.stream_mapping is not None:
-            self.streams = DynamoDBStreamEventSource.from_mapping(resources.stream_mapping, streams, stream_consumer.lambda_handler, sqs)
+            _, stream_consumer = import_handler(resources, resources.stream_mapping.function_logical_id)
+            self.streams = DynamoDBStreamEventSource.from_mapping(resources.stream_mapping, streams, stream_consumer, sqs)
+
+    @property
+    def logger(self) -> Any:
+        """The handlers' Powertools logger (one service, so one logger for all of them)."""
+        return self.producer_module.logger
 
     @contextlib.contextmanager
     def environ(self) -> Iterator[LocalPipeline]:
@@ -91,14 +127,12 @@ class LocalPipeline:
         event: dict[str, Any] = {"path": path}
         if synced_at is not None:
             event["synced_at"] = synced_at
-        result, _, error = invoke(self.producer, event, LambdaContext("ProducerFunction", 300))
+        result, _, error = invoke(self.producer, event, LambdaContext(template.PRODUCER_ID, 300))
         report = result if isinstance(result, dict) else getattr(getattr(error, "report", None), "as_dict", lambda: None)()
         return report, error
 
     def drain(self, progress: Callable[[DrainStats], None] | None = None) -> PipelineDrain:
         """Deliver the queue, then the stream, again and again until neither has anything new."""
-        from earnings_sync_local.stream_mapping import merge_stats
-
         stats = merge_stats(PipelineDrain(), self.source.drain(progress))
         while self.streams is not None:
             streamed = self.streams.drain()
@@ -113,12 +147,13 @@ class LocalPipeline:
 
     def ledger(self, sync_id: str) -> Any:
         """The sync's `ledger.LedgerReport`, or None when the template has no ledger table."""
-        from earnings_sync.ledger import SyncLedger
-
         name = self.environment.get("LEDGER_TABLE")
         if not name or self.dynamodb is None:
             return None
         return SyncLedger(self.dynamodb, name).report(sync_id)
+
+    def dlq_depth(self) -> int:
+        return _queue_depth(self.sqs, self.resources.dlq_url)
 
 
 @dataclass
@@ -252,40 +287,23 @@ def _queue_depth(sqs: Any, url: str) -> int:
     return int(attributes["ApproximateNumberOfMessages"])
 
 
-class Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
-
-    def __init__(self, stream: IO[str] | None) -> None:
-        self.stream = stream if stream is not None and stream.isatty() else None
-
-    def show(self, text: str) -> None:
-        if self.stream is not None:
-            self.stream.write("\r\033[K" + text)
-            self.stream.flush()
-
-    def done(self) -> None:
-        if self.stream is not None:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
 def sync_error_text(error: BaseException) -> str:
     """A failed sync in one line: the input's own message for what a user can fix (it names the
     file); the exception's type as well for anything else."""
-    from earnings_sync.records import NotACalendarError
-    from earnings_sync.sources import SourceError
-    from earnings_sync.sync_identity import InvalidSyncMetadata
-
     if isinstance(error, (NotACalendarError, SourceError, InvalidSyncMetadata)):
         return str(error)
     return f"{type(error).__name__}: {error}"
+
+
+def _no_progress(text: str) -> None:
+    """Progress nobody watches."""
 
 
 def run_local(
     csv_paths: Sequence[str],
     *,
     export: str | None = None,
-    progress_stream: IO[str] | None = None,
+    progress: ProgressCallback | None = None,
     log_stream: IO[str] | None = None,
     synced_at: Sequence[str] | None = None,
     template_path: str | None = None,
@@ -293,15 +311,10 @@ def run_local(
 ) -> LocalSummary:
     """Run each CSV as a successive sync through the real handlers on an embedded emulator.
 
-    `on_ready` runs after the syncs while the emulator is still up (`--serve` blocks in it).
+    `progress` hears what the run is doing, one line at a time. `on_ready` runs after the syncs
+    while the emulator is still up (`--serve` blocks in it).
     """
-    from earnings_sync import aws
-    from earnings_sync.observability import requests_by_kind, validation_failures_by_rule
-    from earnings_sync.table import EarningsTable, export_jsonl
-    from earnings_sync_local import template
-
     started = time.perf_counter()
-    progress = Progress(progress_stream)
     tpl = template.load_template(template_path) if template_path else template.load_template()
     with embedded_emulator() as endpoint, contextlib.ExitStack() as stack:
         sqs = aws.client("sqs")
@@ -310,74 +323,97 @@ def run_local(
         pipeline = LocalPipeline(resources, sqs, dynamodb=dynamodb, streams=aws.client("dynamodbstreams"))
         summary = LocalSummary(endpoint=endpoint, files=list(csv_paths))
         with pipeline.environ():
-            from producers import app as producer_app
-
-            stack.enter_context(routed_logs(producer_app.logger, log_stream))
-            dlq_before = 0
-            for number, path in enumerate(csv_paths, start=1):
-                sync = SyncSummary(file=path)
-                summary.syncs.append(sync)
-                sync_started = time.perf_counter()
-                progress.show(f"sync {number}/{len(csv_paths)}: reading {os.path.basename(path)}")
-                report, error = pipeline.produce(path, synced_at[number - 1] if synced_at is not None else None)
-                if report:
-                    sync.sync_id, sync.synced_at = report["sync_id"], report["synced_at"]
-                    sync.rows, sync.rejected, sync.rejections = report["rows"], report["rejected"], report["rejections"]
-                    sync.duplicates, sync.messages = report["duplicates"], report["messages_sent"]
-                    sync.records_enqueued = report["records_enqueued"]
-                if error is not None:
-                    sync.error = sync_error_text(error)
-                    sync.seconds = time.perf_counter() - sync_started
-                    if not report:
-                        break  # nothing was enqueued: an upstream error ends the run
-
-                def show(stats: DrainStats, n: int = number, s: SyncSummary = sync) -> None:
-                    done = stats.metrics[M.RECORDS_RECEIVED]
-                    progress.show(f"sync {n}/{len(csv_paths)}: {int(done):,}/{s.records_enqueued:,} records consumed")
-
-                drained = pipeline.drain(show)
-                sync.stream_records = drained.stream_records
-                sync.stream_records_skipped = drained.stream_skipped_records
-                metrics = drained.metrics
-                sync.validation_passed = int(metrics[M.VALIDATION_PASSED])
-                sync.validation_failed = validation_failures_by_rule(metrics)
-                sync.bookkeeping_only = int(metrics[M.BOOKKEEPING_ONLY])
-                sync.superseded_removed = int(metrics[M.SUPERSEDED_REMOVED])
-                sync.superseded_conflicts = int(metrics[M.SUPERSEDED_CONFLICTS])
-                sync.regressions_restored = int(metrics[M.REGRESSIONS_RESTORED])
-                sync.dynamodb_requests = requests_by_kind(metrics)
-                sync.inserted = int(metrics[M.RECORDS_INSERTED])
-                sync.updated = int(metrics[M.RECORDS_UPDATED])
-                sync.unchanged = int(metrics[M.RECORDS_UNCHANGED])
-                sync.stale_skipped = int(metrics[M.STALE_SYNC_SKIPPED])
-                sync.poison_records = int(metrics[M.POISON_RECORDS])
-                sync.retries = int(metrics[M.WRITE_RETRIES])
-                sync.invocations = drained.invocations
-                sync.failed_deliveries = drained.failed_deliveries
-                dlq_now = _queue_depth(sqs, resources.dlq_url)
-                sync.dlq_messages, dlq_before = dlq_now - dlq_before, dlq_now
-                sync.seconds = time.perf_counter() - sync_started
-                if sync.error is not None:
-                    break
-            progress.done()
-            for sync in summary.syncs:  # read once every sync is drained
-                if sync.sync_id:
-                    sync.ledger = pipeline.ledger(sync.sync_id)
-            table = EarningsTable(dynamodb, resources.table_name)
-            summary.dlq_messages = _queue_depth(sqs, resources.dlq_url)
-            if resources.stream_failure_queue_url:
-                summary.stream_failure_messages = _queue_depth(sqs, resources.stream_failure_queue_url)
-            if export:
-                summary.table_items = export_jsonl(table, export)
-                summary.export = export
-            else:
-                summary.table_items = table.count()
+            stack.enter_context(routed_logs(pipeline.logger, log_stream))
+            _run_syncs(pipeline, summary, synced_at, progress or _no_progress)
+            _read_outcome(pipeline, summary, export)
             if on_ready is not None:
                 summary.seconds = time.perf_counter() - started
                 on_ready(summary, RunningEmulator(endpoint, resources, pipeline.source))
                 return summary
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _run_syncs(pipeline: LocalPipeline, summary: LocalSummary, synced_at: Sequence[str] | None, progress: ProgressCallback) -> None:
+    """Each file as the next sync, drained to the end before the next starts; a failed sync ends the run."""
+    dlq_before = 0
+    for number, path in enumerate(summary.files, start=1):
+        sync = SyncSummary(file=path)
+        summary.syncs.append(sync)
+        started = time.perf_counter()
+        step = f"sync {number}/{len(summary.files)}"
+        progress(f"{step}: reading {os.path.basename(path)}")
+        report, error = pipeline.produce(path, synced_at[number - 1] if synced_at is not None else None)
+        _record_report(sync, report, error)
+        if error is not None and not report:
+            sync.seconds = time.perf_counter() - started
+            break  # nothing was enqueued: an upstream error ends the run
+        _record_drain(sync, pipeline.drain(_consumption(progress, step, sync)))
+        dlq_now = pipeline.dlq_depth()
+        sync.dlq_messages, dlq_before = dlq_now - dlq_before, dlq_now
+        sync.seconds = time.perf_counter() - started
+        if sync.error is not None:
+            break
+
+
+def _consumption(progress: ProgressCallback, step: str, sync: SyncSummary) -> Callable[[DrainStats], None]:
+    """A drain's progress: records consumed of those the sync enqueued."""
+
+    def show(stats: DrainStats) -> None:
+        progress(f"{step}: {int(stats.metrics[M.RECORDS_RECEIVED]):,}/{sync.records_enqueued:,} records consumed")
+
+    return show
+
+
+def _record_report(sync: SyncSummary, report: dict[str, Any] | None, error: BaseException | None) -> None:
+    """What the producer says it did (a failed sync may have a report too), and its error."""
+    if report:
+        sync.sync_id, sync.synced_at = report["sync_id"], report["synced_at"]
+        sync.rows, sync.rejected, sync.rejections = report["rows"], report["rejected"], report["rejections"]
+        sync.duplicates, sync.messages = report["duplicates"], report["messages_sent"]
+        sync.records_enqueued = report["records_enqueued"]
+    if error is not None:
+        sync.error = sync_error_text(error)
+
+
+def _record_drain(sync: SyncSummary, drained: PipelineDrain) -> None:
+    """The sync's figures from its drain: the consumers' own metrics and the mappings' deliveries."""
+    metrics = drained.metrics
+    sync.stream_records = drained.stream_records
+    sync.stream_records_skipped = drained.stream_skipped_records
+    sync.validation_passed = int(metrics[M.VALIDATION_PASSED])
+    sync.validation_failed = validation_failures_by_rule(metrics)
+    sync.bookkeeping_only = int(metrics[M.BOOKKEEPING_ONLY])
+    sync.superseded_removed = int(metrics[M.SUPERSEDED_REMOVED])
+    sync.superseded_conflicts = int(metrics[M.SUPERSEDED_CONFLICTS])
+    sync.regressions_restored = int(metrics[M.REGRESSIONS_RESTORED])
+    sync.dynamodb_requests = requests_by_kind(metrics)
+    sync.inserted = int(metrics[M.RECORDS_INSERTED])
+    sync.updated = int(metrics[M.RECORDS_UPDATED])
+    sync.unchanged = int(metrics[M.RECORDS_UNCHANGED])
+    sync.stale_skipped = int(metrics[M.STALE_SYNC_SKIPPED])
+    sync.poison_records = int(metrics[M.POISON_RECORDS])
+    sync.retries = int(metrics[M.WRITE_RETRIES])
+    sync.invocations = drained.invocations
+    sync.failed_deliveries = drained.failed_deliveries
+
+
+def _read_outcome(pipeline: LocalPipeline, summary: LocalSummary, export: str | None) -> None:
+    """Once every sync is drained: each sync's ledger report, the queues' depths and the table."""
+    for sync in summary.syncs:
+        if sync.sync_id:
+            sync.ledger = pipeline.ledger(sync.sync_id)
+    summary.dlq_messages = pipeline.dlq_depth()
+    if pipeline.resources.stream_failure_queue_url:
+        summary.stream_failure_messages = _queue_depth(pipeline.sqs, pipeline.resources.stream_failure_queue_url)
+    summary.table_items = _table_items(pipeline.dynamodb, pipeline.resources.table_name, export)
+    summary.export = export or None
+
+
+def _table_items(dynamodb: Any, table_name: str, export: str | None) -> int:
+    """How many items the table holds; with `export`, written there as JSON Lines on the way."""
+    table = CalendarTable(dynamodb, table_name)
+    return export_jsonl(table, export) if export else table.count()
 
 
 @dataclass
@@ -395,7 +431,9 @@ class RunningEmulator:
                 f"emulator running at {self.endpoint} (Ctrl-C to stop)",
                 f"  queue {queue}, DLQ {dlq}, table {self.resources.table_name}",
                 "  from another terminal:",
-                f"    export AWS_ENDPOINT_URL={self.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION={REGION}",
+                # AWS_DEFAULT_REGION for plain boto3 scripts and the AWS CLI; AWS_REGION for the SDKs that read that
+                f"    export AWS_ENDPOINT_URL={self.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
+                f" AWS_DEFAULT_REGION={REGION} AWS_REGION={REGION}",
                 f"    earnings-sync dlq peek {dlq}",
                 f"  messages replayed into {queue} are consumed here, as the Lambda would.",
             ]
@@ -435,54 +473,3 @@ def routed_logs(logger: Any, stream: IO[str] | None) -> Iterator[None]:
             yield
         finally:
             handler.setStream(previous)
-
-
-def format_summary(summary: LocalSummary) -> str:
-    synced = len(summary.files or summary.syncs) - len(summary.unsynced)
-    done = f"{len(summary.syncs)} sync(s)" if summary.ok else f"{synced} of {len(summary.files or summary.syncs)} file(s) synced"
-    lines = [f"earnings-sync local: {done} in {summary.seconds:.1f} s on {summary.endpoint} (moto)"]
-    header = f"{'#':>2} {'file':<28} {'rows':>7} {'rejected':>8} {'dup':>4} {'messages':>8} {'written':>8} {'unchanged':>9} {'stale':>6} {'poison':>6} {'dlq':>4} {'time':>7}"
-    lines.append(header)
-    for number, sync in enumerate(summary.syncs, start=1):
-        name = os.path.basename(sync.file)
-        name = name if len(name) <= 28 else "…" + name[-27:]
-        lines.append(
-            f"{number:>2} {name:<28} {sync.rows:>7,} {sum(sync.rejected.values()):>8,} {sync.duplicates:>4,} "
-            f"{sync.messages:>8,} {sync.written:>8,} {sync.unchanged:>9,} {sync.stale_skipped:>6,} "
-            f"{sync.poison_records:>6,} {sync.dlq_messages:>4,} {sync.seconds:>6.1f}s"
-        )
-        if sync.written:
-            lines.append(f"   {'':<28} inserted {sync.inserted:,}, updated {sync.updated:,}")
-        for reason, count in sorted(sync.rejected.items()):
-            where = [str(r["line"]) for r in sync.rejections if r["reason"] == reason][:5]
-            lines.append(f"   rejected {reason}: {count:,} (lines {', '.join(where)}{', …' if count > len(where) else ''})")
-        if sync.stream_records:
-            lines.append(
-                f"   stream: {sync.stream_records:,} records, validation passed {sync.validation_passed:,}, "
-                f"failed {sum(sync.validation_failed.values()):,}, bookkeeping-only {sync.bookkeeping_only:,}, "
-                f"superseded removed {sync.superseded_removed:,}, regressions restored {sync.regressions_restored:,}"
-                + (f", skipped {sync.stream_records_skipped:,}" if sync.stream_records_skipped else "")
-            )
-        for rule, count in sorted(sync.validation_failed.items()):
-            lines.append(f"   validation failed {rule}: {count:,}")
-        if sync.dynamodb_requests:
-            spent = ", ".join(f"{kind} {count:,}" for kind, count in sync.dynamodb_requests.items())
-            lines.append(f"   DynamoDB requests: {sum(sync.dynamodb_requests.values()):,} ({spent})")
-        if sync.ledger is not None:
-            from earnings_sync.ledger import headline
-
-            lines.append(f"   {headline(sync.ledger)}")
-            lines.extend(f"     {problem}" for problem in sync.ledger.problems())
-        if sync.error:
-            lines.append(f"   ERROR: {sync.error}")
-    lines.append(
-        f"table items: {summary.table_items:,}   DLQ messages: {summary.dlq_messages:,}"
-        + (f"   stream failures: {summary.stream_failure_messages:,}" if summary.stream_failure_messages else "")
-    )
-    if summary.unsynced:
-        lines.append("NOT synced: " + ", ".join(summary.unsynced) + (" (stopped after the failed sync)" if summary.not_run else ""))
-    if summary.complete is not None:
-        lines.append("ledger: every sync complete" if summary.complete else "ledger: NOT every sync is complete (see above)")
-    if summary.export:
-        lines.append(f"exported to {summary.export}")
-    return "\n".join(lines)

@@ -180,24 +180,8 @@ def _parameter_value(name: str, spec: Mapping[str, Any], value: Any) -> Any:
     return text
 
 
-def build_context(
-    template: Mapping[str, Any],
-    *,
-    parameter_overrides: Mapping[str, Any] | None = None,
-    region: str = DEFAULT_REGION,
-    account_id: str = DEFAULT_ACCOUNT_ID,
-    stack_name: str = "earnings-sync",
-    resources: Mapping[str, Any] | None = None,
-    attributes: Mapping[str, Mapping[str, Any]] | None = None,
-    keep_unresolved: bool = False,
-) -> dict[str, Any]:
-    """Everything `resolve` needs: parameters (defaults + overrides), pseudo parameters, mappings,
-    evaluated conditions, and the physical ids / attributes of resources created so far.
-
-    With `keep_unresolved`, a Ref/GetAtt to a template resource that is not in `resources` /
-    `attributes` is left as its intrinsic instead of raising (for reading a template before, or
-    without, creating anything).
-    """
+def _parameters(template: Mapping[str, Any], parameter_overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every template parameter's value: its override, else its Default, coerced and checked."""
     specs: Mapping[str, Any] = template.get("Parameters") or {}
     overrides = dict(parameter_overrides or {})
     unknown = sorted(set(overrides) - set(specs))
@@ -212,28 +196,29 @@ def build_context(
         else:
             raise TemplateError(f"parameter {name} has no Default and no override")
         parameters[name] = _parameter_value(name, spec, raw)
+    return parameters
 
-    context: dict[str, Any] = {
-        "parameters": parameters,
-        "pseudo": {
-            "AWS::Region": region,
-            "AWS::AccountId": account_id,
-            "AWS::Partition": partition_for(region),
-            "AWS::StackName": stack_name,
-            "AWS::StackId": (
-                f"arn:{partition_for(region)}:cloudformation:{region}:{account_id}:"
-                f"stack/{stack_name}/00000000-0000-0000-0000-000000000000"
-            ),
-            "AWS::URLSuffix": "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com",
-            "AWS::NotificationARNs": [],
-        },
-        "mappings": template.get("Mappings") or {},
-        "resource_ids": frozenset(template.get("Resources") or {}),
-        "resources": dict(resources or {}),
-        "attributes": {key: dict(value) for key, value in (attributes or {}).items()},
-        "keep_unresolved": keep_unresolved,
-        "conditions": {},
+
+def _pseudo_parameters(region: str, account_id: str, stack_name: str) -> dict[str, Any]:
+    """`AWS::Region`, `AWS::AccountId`… as CloudFormation would set them for this stack."""
+    partition = partition_for(region)
+    return {
+        "AWS::Region": region,
+        "AWS::AccountId": account_id,
+        "AWS::Partition": partition,
+        "AWS::StackName": stack_name,
+        "AWS::StackId": (
+            f"arn:{partition}:cloudformation:{region}:{account_id}:"
+            f"stack/{stack_name}/00000000-0000-0000-0000-000000000000"
+        ),
+        "AWS::URLSuffix": "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com",
+        "AWS::NotificationARNs": [],
     }
+
+
+def _evaluate_conditions(template: Mapping[str, Any], context: dict[str, Any]) -> None:
+    """Fill `context["conditions"]`: each condition once, in any order (one may use another), a
+    cycle refused."""
     pending: dict[str, Any] = dict(template.get("Conditions") or {})
     conditions: dict[str, bool] = context["conditions"]
 
@@ -258,6 +243,37 @@ def build_context(
     for name in pending:
         evaluate(name, ())
     context.pop("_condition_hook", None)
+
+
+def build_context(
+    template: Mapping[str, Any],
+    *,
+    parameter_overrides: Mapping[str, Any] | None = None,
+    region: str = DEFAULT_REGION,
+    account_id: str = DEFAULT_ACCOUNT_ID,
+    stack_name: str = "earnings-sync",
+    resources: Mapping[str, Any] | None = None,
+    attributes: Mapping[str, Mapping[str, Any]] | None = None,
+    keep_unresolved: bool = False,
+) -> dict[str, Any]:
+    """Everything `resolve` needs: parameters (defaults + overrides), pseudo parameters, mappings,
+    evaluated conditions, and the physical ids / attributes of resources created so far.
+
+    With `keep_unresolved`, a Ref/GetAtt to a template resource that is not in `resources` /
+    `attributes` is left as its intrinsic instead of raising (for reading a template before, or
+    without, creating anything).
+    """
+    context: dict[str, Any] = {
+        "parameters": _parameters(template, parameter_overrides),
+        "pseudo": _pseudo_parameters(region, account_id, stack_name),
+        "mappings": template.get("Mappings") or {},
+        "resource_ids": frozenset(template.get("Resources") or {}),
+        "resources": dict(resources or {}),
+        "attributes": {key: dict(value) for key, value in (attributes or {}).items()},
+        "keep_unresolved": keep_unresolved,
+        "conditions": {},
+    }
+    _evaluate_conditions(template, context)
     return context
 
 
@@ -645,6 +661,10 @@ class LocalResources:
     stream_failure_queue_arn: str | None = None
     # logical id -> physical name of every AWS::DynamoDB::Table (EarningsTable, SyncLedgerTable, …)
     tables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    # logical id -> the function's `Handler` (`module.function`), for every Serverless function
+    handlers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    # logical id -> URL of every AWS::SQS::Queue (the four above, and any other the template declares)
+    queues: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
 # CloudFormation AWS::SQS::Queue property -> SQS attribute name. Anything else is rejected, so a
@@ -727,9 +747,9 @@ _TABLE_DIRECT = frozenset(
         "ProvisionedThroughput",
         "LocalSecondaryIndexes",
         "TableClass",
-        "DeletionProtectionEnabled",
     }
 )
+_TABLE_BOOLEANS = frozenset({"DeletionProtectionEnabled"})  # CloudFormation takes "true"/"false" text too
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput")
 
 
@@ -741,6 +761,8 @@ def _table_request(properties: Mapping[str, Any], table_name: str, logical_id: s
             continue
         if name in _TABLE_DIRECT:
             request[name] = value
+        elif name in _TABLE_BOOLEANS:
+            request[name] = _boolean(value, f"{logical_id}.{name}")
         elif name == "GlobalSecondaryIndexes":
             request[name] = [{k: index[k] for k in _INDEX_KEYS if k in index} for index in value]
         elif name == "StreamSpecification":
@@ -758,6 +780,14 @@ def _table_request(properties: Mapping[str, Any], table_name: str, logical_id: s
         else:
             raise TemplateError(f"{logical_id}: property {name} is not supported locally")
     return request
+
+
+def _boolean(value: Any, where: str) -> bool:
+    """A CloudFormation Boolean: true/false, or its text (what a `Ref` to a String parameter gives)."""
+    text = _scalar_text(value, where).lower()
+    if text not in ("true", "false"):
+        raise TemplateError(f"{where}: expected true or false, got {value!r}")
+    return text == "true"
 
 
 def _unsupported(exc: Exception) -> bool:
@@ -814,6 +844,92 @@ def _create_table(
     return dynamodb_client.describe_table(TableName=table_name)["Table"]
 
 
+def _create_template_queue(
+    template: Mapping[str, Any], context: dict[str, Any], sqs_client: Any, logical_id: str, name: str
+) -> tuple[str, str, dict[str, Any]]:
+    """One AWS::SQS::Queue from its resolved Properties: (URL, ARN, Properties). Its URL and
+    attributes join the context, so later resources can refer to it."""
+    properties = resolve(_resource(template, logical_id, "AWS::SQS::Queue").get("Properties") or {}, context)
+    url, arn = _create_queue(sqs_client, name, properties, logical_id)
+    context["resources"][logical_id] = url
+    context["attributes"][logical_id] = {"Arn": arn, "QueueName": name, "QueueUrl": url}
+    return url, arn, properties
+
+
+def _create_template_tables(
+    template: Mapping[str, Any], context: dict[str, Any], dynamodb_client: Any, name_prefix: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every AWS::DynamoDB::Table, EarningsTable first: (EarningsTable's description, logical id ->
+    name). Each table's name, ARN and stream ARN join the context."""
+    resources = template.get("Resources") or {}
+    others = [
+        logical_id
+        for logical_id, resource in resources.items()
+        if logical_id != TABLE_ID and isinstance(resource, dict) and resource.get("Type") == "AWS::DynamoDB::Table"
+    ]
+    first = _resource(template, TABLE_ID, "AWS::DynamoDB::Table")
+    tables: dict[str, str] = {}
+    descriptions: dict[str, dict[str, Any]] = {}
+    for logical_id, resource in [(TABLE_ID, first), *((other, resources[other]) for other in others)]:
+        properties = resolve(resource.get("Properties") or {}, context)
+        name = f"{name_prefix}{properties.get('TableName', logical_id)}"
+        descriptions[logical_id] = created = _create_table(dynamodb_client, properties, name, logical_id)
+        context["resources"][logical_id] = tables[logical_id] = name
+        context["attributes"][logical_id] = {"Arn": created["TableArn"]}
+        if created.get("LatestStreamArn"):
+            context["attributes"][logical_id]["StreamArn"] = created["LatestStreamArn"]
+    return descriptions[TABLE_ID], tables
+
+
+_KNOWN_QUEUE_STEMS = {DLQ_ID: "earnings-dlq", QUEUE_ID: "earnings-queue", STREAM_FAILURE_QUEUE_ID: "earnings-stream-failures"}
+
+
+def _other_queue_stem(logical_id: str) -> str:
+    """`ProducerFailureQueue` → `earnings-producer-failure-queue`."""
+    return "earnings-" + re.sub(r"(?<!^)(?=[A-Z])", "-", logical_id).lower()
+
+
+def _template_queues(template: Mapping[str, Any]) -> list[str]:
+    return [i for i, r in (template.get("Resources") or {}).items() if isinstance(r, dict) and r.get("Type") == "AWS::SQS::Queue"]
+
+
+def _create_other_queues(template: Mapping[str, Any], context: dict[str, Any], sqs_client: Any, name_prefix: str) -> None:
+    """Every AWS::SQS::Queue but the queue and its DLQ: the stream failure queue, and any other (a
+    failure destination, say), created from its Properties so the local stack holds what the
+    template says."""
+    for logical_id in _template_queues(template):
+        if logical_id not in (DLQ_ID, QUEUE_ID):
+            stem = _KNOWN_QUEUE_STEMS.get(logical_id) or _other_queue_stem(logical_id)
+            _create_template_queue(template, context, sqs_client, logical_id, f"{name_prefix}{stem}")
+
+
+def _consumer_event(
+    template: Mapping[str, Any], context: Mapping[str, Any], queue_arn: str, queue_properties: Mapping[str, Any]
+) -> tuple[dict[str, Any], int]:
+    """The consumer's SQS event, which must read EarningsQueue, and the queue's maxReceiveCount."""
+    sqs_event = event_source(template, CONSUMER_ID, "SQS", context=context)
+    if sqs_event.get("Queue") != queue_arn:
+        raise TemplateError(f"{CONSUMER_ID}'s SQS event does not read {QUEUE_ID}")
+    redrive = queue_properties.get("RedrivePolicy") or {}
+    if "maxReceiveCount" not in redrive:
+        raise TemplateError(f"{QUEUE_ID} has no RedrivePolicy.maxReceiveCount")
+    return sqs_event, int(redrive["maxReceiveCount"])
+
+
+def _functions(template: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every Serverless function's resolved environment, and its `Handler` (`module.function`)."""
+    environments: dict[str, Any] = {}
+    handlers: dict[str, str] = {}
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if not isinstance(resource, dict) or resource.get("Type") != SERVERLESS_FUNCTION:
+            continue
+        environments[logical_id] = MappingProxyType(function_environment(template, logical_id, context))
+        handler = function_properties(template, logical_id).get("Handler")
+        if handler is not None:
+            handlers[logical_id] = _scalar_text(resolve(handler, context), f"{logical_id}.Handler")
+    return environments, handlers
+
+
 def create_resources(
     template: Mapping[str, Any],
     dynamodb_client: Any,
@@ -826,11 +942,12 @@ def create_resources(
 ) -> LocalResources:
     """Create the DLQ, the queue, the tables and the stream failure queue from the template's own
     Properties, and read the stream consumer's mapping settings. Every AWS::DynamoDB::Table is
-    created (`LocalResources.tables`), EarningsTable first.
+    created (`LocalResources.tables`), EarningsTable first, and every other AWS::SQS::Queue
+    (`LocalResources.queues` has them all).
 
     Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`,
-    `earnings-stream-failures`, the resolved table name) so several runs can share one endpoint.
-    Waits until the table is ACTIVE.
+    `earnings-stream-failures`, `earnings-<logical id in kebab case>` for the others, the resolved
+    table name) so several runs can share one endpoint. Waits until the table is ACTIVE.
     """
     context = build_context(
         template,
@@ -839,69 +956,24 @@ def create_resources(
         account_id=account_id,
         stack_name=f"{name_prefix}earnings-sync",
     )
-
-    def create_queue(logical_id: str, name: str) -> tuple[str, str, dict[str, Any]]:
-        properties = resolve(
-            _resource(template, logical_id, "AWS::SQS::Queue").get("Properties") or {}, context
-        )
-        url, arn = _create_queue(sqs_client, name, properties, logical_id)
-        context["resources"][logical_id] = url
-        context["attributes"][logical_id] = {"Arn": arn, "QueueName": name, "QueueUrl": url}
-        return url, arn, properties
-
-    dlq_url, dlq_arn, _ = create_queue(DLQ_ID, f"{name_prefix}earnings-dlq")
-    queue_url, queue_arn, queue_properties = create_queue(QUEUE_ID, f"{name_prefix}earnings-queue")
-
-    table_properties = resolve(
-        _resource(template, TABLE_ID, "AWS::DynamoDB::Table").get("Properties") or {}, context
+    dlq_url, dlq_arn, _ = _create_template_queue(template, context, sqs_client, DLQ_ID, f"{name_prefix}{_KNOWN_QUEUE_STEMS[DLQ_ID]}")
+    queue_url, queue_arn, queue_properties = _create_template_queue(
+        template, context, sqs_client, QUEUE_ID, f"{name_prefix}{_KNOWN_QUEUE_STEMS[QUEUE_ID]}"
     )
-    table_name = f"{name_prefix}{table_properties.get('TableName', TABLE_ID)}"
-    table = _create_table(dynamodb_client, table_properties, table_name)
-    stream_arn = table.get("LatestStreamArn")
-    context["resources"][TABLE_ID] = table_name
-    context["attributes"][TABLE_ID] = {"Arn": table["TableArn"]}
-    if stream_arn:
-        context["attributes"][TABLE_ID]["StreamArn"] = stream_arn
-    tables = {TABLE_ID: table_name}
-    for logical_id, resource in (template.get("Resources") or {}).items():
-        if logical_id == TABLE_ID or not isinstance(resource, dict) or resource.get("Type") != "AWS::DynamoDB::Table":
-            continue
-        properties = resolve(resource.get("Properties") or {}, context)
-        name = f"{name_prefix}{properties.get('TableName', logical_id)}"
-        created = _create_table(dynamodb_client, properties, name, logical_id)
-        context["resources"][logical_id] = tables[logical_id] = name
-        context["attributes"][logical_id] = {"Arn": created["TableArn"]}
-        if created.get("LatestStreamArn"):
-            context["attributes"][logical_id]["StreamArn"] = created["LatestStreamArn"]
-
-    sqs_event = event_source(template, CONSUMER_ID, "SQS", context=context)
-    if sqs_event.get("Queue") != queue_arn:
-        raise TemplateError(f"{CONSUMER_ID}'s SQS event does not read {QUEUE_ID}")
-    redrive = queue_properties.get("RedrivePolicy") or {}
-    if "maxReceiveCount" not in redrive:
-        raise TemplateError(f"{QUEUE_ID} has no RedrivePolicy.maxReceiveCount")
-
-    stream_failure_url = stream_failure_arn = None
-    if STREAM_FAILURE_QUEUE_ID in (template.get("Resources") or {}):
-        stream_failure_url, stream_failure_arn, _ = create_queue(
-            STREAM_FAILURE_QUEUE_ID, f"{name_prefix}earnings-stream-failures"
-        )
-    stream_mapping = _stream_mapping(template, context, stream_arn)
-
-    environments = {
-        logical_id: MappingProxyType(function_environment(template, logical_id, context))
-        for logical_id, resource in (template.get("Resources") or {}).items()
-        if isinstance(resource, dict) and resource.get("Type") == SERVERLESS_FUNCTION
-    }
+    table, tables = _create_template_tables(template, context, dynamodb_client, name_prefix)
+    sqs_event, max_receive_count = _consumer_event(template, context, queue_arn, queue_properties)
+    _create_other_queues(template, context, sqs_client, name_prefix)
+    stream_mapping = _stream_mapping(template, context, table.get("LatestStreamArn"))
+    environments, handlers = _functions(template, context)
     return LocalResources(
-        table_name=table_name,
+        table_name=tables[TABLE_ID],
         table_arn=table["TableArn"],
-        stream_arn=stream_arn,
+        stream_arn=table.get("LatestStreamArn"),
         queue_url=queue_url,
         queue_arn=queue_arn,
         dlq_url=dlq_url,
         dlq_arn=dlq_arn,
-        max_receive_count=int(redrive["maxReceiveCount"]),
+        max_receive_count=max_receive_count,
         # 10 is the SQS event's documented default when the template leaves BatchSize out.
         consumer_batch_size=int(sqs_event.get("BatchSize", 10)),
         consumer_function_response_types=tuple(sqs_event.get("FunctionResponseTypes") or ()),
@@ -910,9 +982,11 @@ def create_resources(
         queue_visibility_timeout=int(queue_properties.get("VisibilityTimeout", 30)),
         environments=MappingProxyType(environments),
         stream_mapping=stream_mapping,
-        stream_failure_queue_url=stream_failure_url,
-        stream_failure_queue_arn=stream_failure_arn,
+        stream_failure_queue_url=context["resources"].get(STREAM_FAILURE_QUEUE_ID),
+        stream_failure_queue_arn=context["attributes"].get(STREAM_FAILURE_QUEUE_ID, {}).get("Arn"),
         tables=MappingProxyType(tables),
+        handlers=MappingProxyType(handlers),
+        queues=MappingProxyType({i: context["resources"][i] for i in _template_queues(template) if i in context["resources"]}),
     )
 
 
@@ -945,14 +1019,17 @@ def _stream_mapping(template: Mapping[str, Any], context: Mapping[str, Any], str
 
 
 def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client: Any) -> None:
-    """Remove what `create_resources` made (for runs sharing a long-lived endpoint)."""
-    for url in (resources.queue_url, resources.dlq_url, resources.stream_failure_queue_url):
-        if url is None:
-            continue
+    """Remove what `create_resources` made (for runs sharing a long-lived endpoint). The template
+    protects its tables from deletion; a local run's tables are throwaway, so the protection is
+    lifted first, as an operator would before deleting a table by hand."""
+    urls = [resources.queue_url, resources.dlq_url, resources.stream_failure_queue_url, *resources.queues.values()]
+    for url in dict.fromkeys(url for url in urls if url is not None):
         with contextlib.suppress(sqs_client.exceptions.QueueDoesNotExist):
             sqs_client.delete_queue(QueueUrl=url)
     for table_name in dict.fromkeys([resources.table_name, *resources.tables.values()]):
         try:
+            if dynamodb_client.describe_table(TableName=table_name)["Table"].get("DeletionProtectionEnabled"):
+                dynamodb_client.update_table(TableName=table_name, DeletionProtectionEnabled=False)
             dynamodb_client.delete_table(TableName=table_name)
         except dynamodb_client.exceptions.ResourceNotFoundException:
             continue

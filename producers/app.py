@@ -2,59 +2,36 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import Any, NamedTuple
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
+from earnings_sync.lambda_setup import observed_function
 from earnings_sync.ledger import SyncLedger
-from earnings_sync.observability import NAMESPACE, SERVICE, M, add_metric, emit_memory_metrics, emit_producer_metrics
-from earnings_sync.producer import EnqueueError, SyncAborted, SyncReport, sync_from_event
-from earnings_sync.records import EarningsRecord, NotACalendarError, Rejection, UpstreamError
+from earnings_sync.observability import emit_memory_metrics
+from earnings_sync.producer import SyncLog, sync_from_event
 from earnings_sync.settings import Settings
-from earnings_sync.sources import SourceError
 
-logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
-metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE), service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
-MAX_LOGGED_REJECTIONS = 100
-MAX_LOGGED_FAILURES = 20  # failed messages listed in the error line; all of them are counted
+observed = observed_function()
+logger, metrics = observed.logger, observed.metrics
 
 
-def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
-    """The report without the per-row rejections (each was logged on its own) and with a capped
-    list of failed messages, so one log line stays readable whatever the sync did."""
-    shown = {k: v for k, v in summary.items() if k not in ("rejections", "failed_messages")}
-    failed = summary.get("failed_messages") or []
-    if failed:
-        shown["failed_messages"] = failed[:MAX_LOGGED_FAILURES]
-        shown["failed_messages_total"] = len(failed)
-    return shown
+class Adapters(NamedTuple):
+    """What `sync_from_event` reads from and writes to, by its keyword names."""
+
+    sqs: Any
+    s3: Any
+    ssm: Any
+    ledger: SyncLedger | None
+
+    def clients(self) -> tuple[Any, ...]:
+        """Every client whose throttled responses the sync's metrics count."""
+        return self.sqs, self.s3, self.ssm, self.ledger.client if self.ledger else None
 
 
-@metrics.log_metrics(capture_cold_start_metric=True)
-@logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = Settings.from_env()
-    logged = 0
-
-    def on_start(report: SyncReport) -> None:
-        logger.append_keys(sync_id=report.sync_id)
-        logger.info("sync started", extra={"source": report.source, "synced_at": report.synced_at})
-
-    def on_rejection(rejection: Rejection) -> None:
-        nonlocal logged
-        if logged < MAX_LOGGED_REJECTIONS:  # all of them are counted; the first ones are logged
-            logger.warning("row rejected", extra={"line": rejection.line, "reason": rejection.reason, "detail": rejection.detail})
-        logged += 1
-
-    def on_duplicate(earlier: EarningsRecord, later: EarningsRecord) -> None:
-        logger.info(
-            "duplicate key in snapshot, later row wins",
-            extra={"key": list(later.key), "fiscal_periods": [earlier.fiscal_date_ending, later.fiscal_date_ending]},
-        )
-
+def build_adapters(settings: Settings, event: Any) -> Adapters:
+    """S3 only for an S3 event, SSM only when the API key is a parameter, the ledger only when configured."""
     sqs = aws.client("sqs", max_attempts=settings.aws_max_attempts)
     s3 = aws.client("s3") if isinstance(event, dict) and ("s3" in event or "Records" in event) else None
     ssm = aws.client("ssm") if settings.alphavantage_api_key_parameter else None
@@ -62,36 +39,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if settings.ledger_table:
         dynamodb = aws.client("dynamodb", max_attempts=settings.aws_max_attempts)
         ledger = SyncLedger(dynamodb, settings.ledger_table, retention_days=settings.ledger_retention_days)
+    return Adapters(sqs, s3, ssm, ledger)
+
+
+@observed.handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = Settings.from_env()
+    adapters = build_adapters(settings, event)
+    sync_log = SyncLog(logger, metrics)
     try:
-        with aws.counting_throttles(sqs, s3, ssm, ledger.client if ledger else None) as throttles:
+        with aws.counting_throttles(*adapters.clients()) as throttles:
             try:
-                report = sync_from_event(
-                    event, settings, sqs=sqs, s3=s3, ssm=ssm,
-                    on_start=on_start, on_rejection=on_rejection, on_duplicate=on_duplicate, ledger=ledger,
-                )
-            except NotACalendarError as exc:  # AlphaVantage's error replies and files/objects that are no calendar
-                add_metric(metrics, M.UPSTREAM_ERRORS, 1)
-                if isinstance(exc, UpstreamError):
-                    logger.error("upstream error, nothing enqueued", extra={"kind": exc.kind, "upstream_message": exc.message})
-                else:
-                    logger.error("not an earnings calendar, nothing enqueued", extra={"kind": exc.kind, "problem": exc.message})
-                raise
-            except SourceError as exc:
-                logger.error("source unavailable, nothing enqueued", extra={"problem": str(exc)})
-                raise
-            except EnqueueError as exc:
-                summary = exc.report.as_dict()
-                emit_producer_metrics(metrics, summary, throttles.count)
-                logger.error("sync incomplete: messages not sent", extra={"sync": _loggable(summary), "throttles": throttles.count})
-                raise
-            except SyncAborted as exc:
-                summary = exc.report.as_dict()
-                emit_producer_metrics(metrics, summary, throttles.count)
-                logger.error("sync aborted", extra={"reason": exc.report.aborted, "sync": _loggable(summary), "throttles": throttles.count})
+                report = sync_from_event(event, settings, **adapters._asdict(), **sync_log.callbacks())
+            except Exception as exc:
+                sync_log.failed(exc, throttles.count)
                 raise
     finally:
         memory = emit_memory_metrics(metrics, context)
-    summary = report.as_dict()
-    emit_producer_metrics(metrics, summary, throttles.count)
-    logger.info("sync enqueued", extra={"sync": _loggable(summary), "throttles": throttles.count, **memory})
-    return summary
+    return sync_log.enqueued(report, throttles.count, memory)

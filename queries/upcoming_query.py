@@ -9,26 +9,20 @@ same query from an operator's shell.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import msgspec
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
-from earnings_sync.observability import (
-    NAMESPACE,
-    SERVICE,
-    emit_memory_metrics,
-    emit_upcoming_metrics,
-    emit_upcoming_request,
-)
+from earnings_sync.calendar_table import CalendarTable
+from earnings_sync.lambda_setup import observed_function
+from earnings_sync.observability import UpcomingLog, emit_memory_metrics
 from earnings_sync.settings import Settings
-from earnings_sync.upcoming import DEFAULT_PAGE_SIZE, upcoming_earnings
+from earnings_sync.upcoming import DEFAULT_PAGE_SIZE, UpcomingResult, upcoming_earnings
 
-logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
-metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE), service=os.getenv("POWERTOOLS_SERVICE_NAME", SERVICE))
+observed = observed_function()
+logger, metrics = observed.logger, observed.metrics
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000  # keeps one answer well under Lambda's 6 MB response limit; page with next_token
 
@@ -62,38 +56,33 @@ def _json_ready(payload: dict[str, Any]) -> dict[str, Any]:
     return msgspec.json.decode(_ENCODER.encode(payload))
 
 
-@metrics.log_metrics(capture_cold_start_metric=True)
-@logger.inject_lambda_context(clear_state=True)
+def query_upcoming(client: Any, settings: Settings, request: UpcomingRequest) -> UpcomingResult:
+    """The GSI read path (upcoming.py) for one request."""
+    return upcoming_earnings(
+        CalendarTable(client, settings.table_name),
+        request.date_from,
+        request.date_to,
+        limit=request.limit,
+        page_size=request.page_size,
+        start_token=request.next_token,
+    )
+
+
+@observed.handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env()
     client = aws.client("dynamodb", max_attempts=settings.aws_max_attempts)
+    upcoming_log = UpcomingLog(logger, metrics)
     with aws.counting_throttles(client) as throttles:
         try:
             request = parse_request(event)
             logger.append_keys(date_from=request.date_from, date_to=request.date_to)
-            result = upcoming_earnings(
-                client,
-                settings.table_name,
-                request.date_from,
-                request.date_to,
-                limit=request.limit,
-                page_size=request.page_size,
-                start_token=request.next_token,
-            )
+            result = query_upcoming(client, settings, request)
         except ValueError as exc:  # the caller's mistake, found before any query: not a GSI failure
-            logger.warning("invalid upcoming request", extra={"error": str(exc)})
-            return {"error": str(exc)}
+            return upcoming_log.invalid(exc)
         except Exception as exc:
-            emit_upcoming_request(metrics, failed=True, throttles=throttles.count)
-            logger.error("upcoming query failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300], "throttles": throttles.count})
+            upcoming_log.failed(exc, throttles.count)
             raise
         finally:
             memory = emit_memory_metrics(metrics, context)
-    emit_upcoming_request(metrics, failed=False, throttles=throttles.count)
-    emit_upcoming_metrics(metrics, result)
-    answer = result.as_dict()
-    logger.info(
-        "upcoming query answered",
-        extra={**{k: v for k, v in answer.items() if k != "items"}, "throttles": throttles.count, **memory},
-    )
-    return _json_ready(answer)
+    return _json_ready(upcoming_log.answered(result, throttles.count, memory))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from earnings_sync_cli.local import format_summary
 from earnings_sync_cli.main import main
-from earnings_sync_local.pipeline import format_summary, run_local
+from earnings_sync_local.pipeline import run_local
 from tests.conftest import csv_text
 
 T1, T2 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
@@ -40,8 +41,13 @@ def test_newer_sync_wins_and_a_replay_of_the_older_changes_nothing(tmp_path: Pat
     older.write_text(csv_text(*OLDER))
     newer.write_text(csv_text(*NEWER, newline="\r\n"))
     two = tmp_path / "two.jsonl"
-    summary = run_local([str(older), str(newer)], export=str(two), synced_at=[T1, T2])
+    progress: list[str] = []
+    summary = run_local([str(older), str(newer)], export=str(two), synced_at=[T1, T2], progress=progress.append)
     assert summary.ok
+    # what the run is doing, as text for whoever shows it: each sync's file, then its records consumed
+    assert progress[0] == "sync 1/2: reading older.csv" and "sync 2/2: reading newer.csv" in progress
+    assert progress[progress.index("sync 2/2: reading newer.csv") - 1] == "sync 1/2: 4/4 records consumed"
+    assert progress[-1] == "sync 2/2: 4/4 records consumed"  # one of its five rows is rejected
     first, second = summary.syncs
     assert (first.inserted, first.updated, first.unchanged) == (4, 0, 0)
     assert (second.inserted, second.updated, second.unchanged, second.stale_skipped) == (1, 1, 2, 0)

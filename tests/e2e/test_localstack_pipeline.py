@@ -24,11 +24,11 @@ import msgspec
 import pytest
 
 from earnings_sync import dlq
+from earnings_sync.calendar_table import item_to_plain
 from earnings_sync.messages import SCHEMA_VERSION
 from earnings_sync.observability import M, parse_emf
 from earnings_sync.producer import message_attributes, new_sync_identity
 from earnings_sync.records import EarningsRecord
-from earnings_sync.table import item_to_plain
 from earnings_sync_cli.main import main as cli
 from earnings_sync_local.pipeline import run_local
 from tests.e2e.localstack_stack import DeployedStack, deploy_stack, empty_bucket

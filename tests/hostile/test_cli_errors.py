@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 import producers.app  # noqa: F401 - its logger binds sys.stdout on import: the session's, not one test's capture
 from earnings_sync import aws as aws_clients
+from earnings_sync_cli import local as cli_local
 from earnings_sync_cli import tables as cli_table
+from earnings_sync_cli.embedded import LOCAL_EXTRA
 from earnings_sync_cli.errors import one_line
 from earnings_sync_cli.main import main
 from earnings_sync_local import pipeline as local
@@ -459,7 +461,7 @@ def test_summary_counts_only_the_files_synced() -> None:
     summary.syncs = [SyncSummary(file="a.csv"), SyncSummary(file="b.csv", error="UpstreamError: upstream returned …")]
     assert summary.not_run == ["c.csv", "a.csv"] and summary.unsynced == ["b.csv", "c.csv", "a.csv"]
     assert not summary.ok and summary.complete is False
-    text = local.format_summary(summary)
+    text = cli_local.format_summary(summary)
     assert text.startswith("earnings-sync local: 1 of 4 file(s) synced") and "every sync complete" not in text
     assert cli_table.sync_failures(summary) == [
         "b.csv: UpstreamError: upstream returned …",
@@ -467,7 +469,31 @@ def test_summary_counts_only_the_files_synced() -> None:
     ]
     whole = LocalSummary(endpoint="http://127.0.0.1:1", files=["a.csv"], syncs=[SyncSummary(file="a.csv")])
     assert whole.ok and whole.unsynced == [] and whole.complete is None  # no ledger table: no verdict
-    assert local.format_summary(whole).startswith("earnings-sync local: 1 sync(s)")
+    assert cli_local.format_summary(whole).startswith("earnings-sync local: 1 sync(s)")
+
+
+# --------------------------------------------------------------------------- without the `local` extra
+
+EMULATOR_COMMANDS = {
+    "local": ["local"],
+    "ledger": ["ledger", "--csv"],
+    "audit": ["audit", "--csv"],
+    "upcoming": ["upcoming", "--from", "2025-07-28", "--to", "2025-08-01", "--csv"],
+}
+
+
+@pytest.mark.usefixtures("no_emulator")
+@pytest.mark.parametrize("missing", LOCAL_EXTRA)
+@pytest.mark.parametrize("command", EMULATOR_COMMANDS)
+def test_without_the_local_extra_the_emulator_commands_say_what_to_install(
+    command: str, missing: str, calendar: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # what an interpreter without it answers
+    assert main([*EMULATOR_COMMANDS[command], str(calendar)]) == 2
+    assert error_line(capsys) == (
+        f"earnings-sync {command}: the embedded emulator needs the local extra ({missing} is not installed): "
+        "pip install 'earnings-sync[local]'"
+    )
 
 
 # --------------------------------------------------------------------------- dlq

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from earnings_sync import consistency
-from earnings_sync.audit import find_superseded, scan_items
+from earnings_sync.audit import find_superseded
 from earnings_sync_cli import main as cli
 from earnings_sync_local.template import load_template
 from tests.integration.redo_support import ALARM_ID, REGRESSED, T1, T2, Scene, failure_alarm_fires
@@ -35,7 +35,7 @@ def test_a_regression_the_stream_consumer_gave_up_on_is_found_and_repaired(
     assert scene.estimate_and_sync(REGRESSED) == (Decimal("1"), T1)
     # Nothing in the item says it is older than it should be: the audit's checks pass it.
     assert consistency.validate_item(scene.item(REGRESSED)) == []
-    assert REGRESSED not in {s.key for s in find_superseded(scan_items(scene.dynamodb, scene.table_name))[0]}
+    assert REGRESSED not in {s.key for s in find_superseded(list(scene.table.all_items()))[0]}
     assert failure_alarm_fires(scene.sqs, scene.resources)
 
     target = [scene.queue_url, "--table", scene.table_name, "--json"]

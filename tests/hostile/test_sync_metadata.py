@@ -17,13 +17,13 @@ import pytest
 from consumers import sqs_consumer
 from earnings_sync import aws as aws_clients
 from earnings_sync import dlq
+from earnings_sync.calendar_table import CalendarTable, item_to_plain, record_to_item
 from earnings_sync.ledger import SyncLedger
 from earnings_sync.messages import SyncMessage, encode_message
 from earnings_sync.observability import M
 from earnings_sync.records import EarningsRecord
 from earnings_sync.replay import replay_dlq
 from earnings_sync.sync_identity import InvalidSyncMetadata, format_synced_at
-from earnings_sync.table import EarningsTable, item_to_plain, record_to_item
 from earnings_sync_cli import main as cli
 from earnings_sync_local.lambda_runtime import LambdaContext, invoke
 from earnings_sync_local.sqs_mapping import SqsEventSource
@@ -43,7 +43,7 @@ class Pipeline:
     def __init__(self, env: dict[str, Any]) -> None:
         self.env = env
         self.sqs, self.resources = env["sqs"], env["resources"]
-        self.table = EarningsTable(env["dynamodb"], self.resources.table_name)
+        self.table = CalendarTable(env["dynamodb"], self.resources.table_name)
         self.ledger_name = self.resources.tables["SyncLedgerTable"]
         self.ledger = SyncLedger(env["dynamodb"], self.ledger_name)
         self.source = SqsEventSource(
@@ -63,7 +63,7 @@ class Pipeline:
         return invoke(app.lambda_handler, {"path": str(path), **event}, LambdaContext("ProducerFunction", 300))
 
     def items(self) -> list[dict[str, Any]]:
-        return [item_to_plain(i) for i in self.table.scan()]
+        return [item_to_plain(i) for i in self.table.all_items()]
 
     def ledger_items(self) -> list[dict[str, Any]]:
         return self.env["dynamodb"].scan(TableName=self.ledger_name)["Items"]

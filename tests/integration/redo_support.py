@@ -11,9 +11,10 @@ from typing import Any
 
 import boto3
 
+from earnings_sync.calendar_table import CalendarTable, key_of, record_to_item
 from earnings_sync.records import EarningsRecord
 from earnings_sync.stream_redo import TableStream, table_stream
-from earnings_sync.table import EarningsTable, record_to_item
+from earnings_sync.upsert import upsert_records
 from earnings_sync_local.stream_mapping import DynamoDBStreamEventSource, StreamDrainStats
 from earnings_sync_local.template import DLQ_ID, QUEUE_ID, STREAM_FAILURE_QUEUE_ID, load_template
 from tests.faults.injectors import StreamConsumerDown
@@ -44,7 +45,7 @@ class Scene:
         self.sqs = env["sqs"]
         self.resources = env["resources"]
         self.table_name = self.resources.table_name
-        self.table = EarningsTable(self.dynamodb, self.table_name)
+        self.table = CalendarTable(self.dynamodb, self.table_name)
         self.streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=env["endpoint"])
         self.queue_url: str = self.resources.stream_failure_queue_url
 
@@ -53,7 +54,7 @@ class Scene:
         return table_stream(self.dynamodb, self.table_name)
 
     def sync(self, synced_at: str, *records: EarningsRecord) -> None:
-        result = self.table.upsert_records(list(records), f"sync-{synced_at[:10]}", synced_at)
+        result = upsert_records(self.table, list(records), f"sync-{synced_at[:10]}", synced_at)
         assert not result.poison
 
     def regress(self) -> None:
@@ -83,7 +84,7 @@ class Scene:
         return Decimal(item["estimate"]["N"]), item["lastSyncDate"]["S"]
 
     def keys(self) -> set[tuple[str, str]]:
-        return {(i["asset_symbol"]["S"], i["earnings_date"]["S"]) for i in self.table.scan()}
+        return {key_of(i) for i in self.table.all_items()}
 
     def queue_depth(self) -> tuple[int, int]:
         """(visible, in flight) messages of the failure queue."""

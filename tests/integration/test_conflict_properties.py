@@ -24,12 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from earnings_sync import dlq
+from earnings_sync.calendar_table import CalendarTable, item_to_plain, plain_key
 from earnings_sync.consumer import ConsumerTally, MessageConsumer, MessageContext
 from earnings_sync.messages import build_messages, decode_envelope
 from earnings_sync.records import EarningsRecord
 from earnings_sync.replay import parse_message, replay_attributes, replay_body
 from earnings_sync.stream import StreamProcessor, StreamTally
-from earnings_sync.table import EarningsTable, WriteMode, item_to_plain
+from earnings_sync.upsert import WriteMode
 from tests.helpers import sync_id_for
 
 SYNCED_AT = ("2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z", "2025-07-20T06:00:00.000000Z")
@@ -132,8 +133,8 @@ class Pipeline:
         self.iterator = self.streams.get_shard_iterator(
             StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
         )["ShardIterator"]
-        self.table = EarningsTable(self.client, self.name, write_mode=write_mode)
-        self.consumer = MessageConsumer(self.table, env["sqs"], env["resources"].dlq_url, max_receive_count=5)
+        self.table = CalendarTable(self.client, self.name)
+        self.consumer = MessageConsumer(self.table, env["sqs"], env["resources"].dlq_url, max_receive_count=5, write_mode=write_mode)
         self.tally = ConsumerTally()
         self.restored = 0  # regressions the stream had to repair: sequential delivery must need none
 
@@ -148,7 +149,7 @@ class Pipeline:
         """What the stream consumer does with the changes just made, and then with its own changes."""
         records = self._new_stream_records()
         while records:
-            processor, tally = StreamProcessor(self.client, self.name), StreamTally()
+            processor, tally = StreamProcessor(self.table), StreamTally()
             for record in records:
                 processor.process(record, tally)
             self.restored += tally.regressions_restored
@@ -162,7 +163,7 @@ class Pipeline:
 
     def final(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Every item: its content and bookkeeping (lastSyncDate, sync_id)."""
-        return {(i["asset_symbol"], i["earnings_date"]): i for i in map(item_to_plain, self.table.scan())}
+        return {plain_key(i): i for i in map(item_to_plain, self.table.all_items())}
 
     def drop(self) -> None:
         self.client.delete_table(TableName=self.name)

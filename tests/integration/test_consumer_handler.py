@@ -11,11 +11,11 @@ import pytest
 
 from consumers import sqs_consumer
 from earnings_sync import aws as aws_clients
+from earnings_sync.calendar_table import CalendarTable, item_to_plain
 from earnings_sync.dlq import DeadLetter
 from earnings_sync.messages import SyncMessage, encode_message
 from earnings_sync.observability import M
 from earnings_sync.records import EarningsRecord
-from earnings_sync.table import EarningsTable, item_to_plain
 from earnings_sync_local.lambda_runtime import LambdaContext, invoke
 from earnings_sync_local.sqs_mapping import SqsEventSource
 from tests.helpers import Faults, dynamodb_error, sync_id_for
@@ -38,7 +38,7 @@ class Harness:
     def __init__(self, env: dict[str, Any]) -> None:
         self.sqs = env["sqs"]
         self.resources = env["resources"]
-        self.table = EarningsTable(env["dynamodb"], self.resources.table_name)
+        self.table = CalendarTable(env["dynamodb"], self.resources.table_name)
         self.source = SqsEventSource(
             self.sqs,
             self.resources.queue_url,

@@ -15,6 +15,7 @@ import pytest
 
 from earnings_sync import aws as aws_clients
 from earnings_sync import dlq
+from earnings_sync.calendar_table import CalendarTable, item_to_plain
 from earnings_sync.messages import SyncMessage, decode_envelope, encode_message, encode_records
 from earnings_sync.observability import M
 from earnings_sync.producer import message_attributes
@@ -29,7 +30,6 @@ from earnings_sync.replay import (
     replay_dlq,
     start_native_replay,
 )
-from earnings_sync.table import EarningsTable, item_to_plain
 from earnings_sync_cli import main as cli
 from earnings_sync_cli import tables as cli_table
 from earnings_sync_local.pipeline import run_local
@@ -311,7 +311,7 @@ def test_target_must_be_unambiguous(aws: dict[str, Any]) -> None:
 def test_replaying_an_old_sync_after_a_newer_one_does_not_regress(handler_env: dict[str, Any]) -> None:
     sqs, resources = handler_env["sqs"], handler_env["resources"]
     source = consumer_source(handler_env)
-    table = EarningsTable(handler_env["dynamodb"], resources.table_name)
+    table = CalendarTable(handler_env["dynamodb"], resources.table_name)
     # The old sync's message ran out of retries; meanwhile the newer sync wrote the same key.
     old_body = encode_message(SyncMessage(sync_id=OLD_ID, synced_at=OLD, records=[rec("AAPL", "1.00")]))
     sqs.send_message(
@@ -336,7 +336,7 @@ def test_replaying_an_old_sync_after_a_newer_one_does_not_regress(handler_env: d
 def test_poison_record_from_the_consumer_is_explained_and_replayable_after_fixing(handler_env: dict[str, Any]) -> None:
     sqs, resources = handler_env["sqs"], handler_env["resources"]
     source = consumer_source(handler_env)
-    table = EarningsTable(handler_env["dynamodb"], resources.table_name)
+    table = CalendarTable(handler_env["dynamodb"], resources.table_name)
     bad = rec("BADCO", date="2025-13-01")
     sqs.send_message(
         QueueUrl=resources.queue_url,
@@ -455,7 +455,7 @@ def test_local_serve_keeps_the_emulator_up_and_consumes_replays(tmp_path: Any) -
         stream = io.StringIO()
         seen["consumed"] = emulator.serve(stream, sleep=interrupt)
         seen["output"] = stream.getvalue()
-        seen["table"] = EarningsTable(aws_clients.client("dynamodb"), emulator.resources.table_name).count()
+        seen["table"] = CalendarTable(aws_clients.client("dynamodb"), emulator.resources.table_name).count()
 
     summary = run_local([str(path)], on_ready=ready)
 

@@ -11,10 +11,11 @@ import pytest
 
 from earnings_sync import aws as aws_clients
 from earnings_sync.audit import audit_table
-from earnings_sync.table import EarningsTable, item_to_plain
+from earnings_sync.calendar_table import CalendarTable, item_to_plain
 from earnings_sync.upcoming import upcoming_earnings
+from earnings_sync_cli.local import format_summary
 from earnings_sync_cli.main import main
-from earnings_sync_local.pipeline import format_summary, run_local
+from earnings_sync_local.pipeline import run_local
 from tests.conftest import csv_text
 
 T1, T2 = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
@@ -50,9 +51,10 @@ def test_the_newest_sync_decides_each_fiscal_period_and_history_is_kept(snapshot
     def inspect(summary: Any, emulator: Any) -> None:
         client = aws_clients.client("dynamodb")
         name = emulator.resources.table_name
-        seen["items"] = [item_to_plain(i) for i in EarningsTable(client, name).scan()]
-        seen["audit"] = audit_table(client, name)
-        seen["upcoming"] = upcoming_earnings(client, name, "2025-07-29", "2025-08-02", limit=3)
+        table = CalendarTable(client, name)
+        seen["items"] = [item_to_plain(i) for i in table.all_items()]
+        seen["audit"] = audit_table(table)
+        seen["upcoming"] = upcoming_earnings(table, "2025-07-29", "2025-08-02", limit=3)
 
     summary = run_local(snapshots, synced_at=[T1, T2], on_ready=inspect)
     assert summary.ok, summary.as_dict()

@@ -1,6 +1,6 @@
 """The stream consumer handler on real DynamoDB stream records from moto, and the table it tidies.
 
-Items are written the way the pipeline writes them (`EarningsTable.upsert_records`) or, for what the
+Items are written the way the pipeline writes them (`upsert.upsert_records`) or, for what the
 pipeline never does, directly; the stream is then read with dynamodbstreams and fed to the handler.
 Nothing here depends on whether an unchanged overwrite emits a MODIFY (moto does, DynamoDB does not):
 the conflict-safe upsert never overwrites unchanged content with the same sync.
@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from earnings_sync import aws as aws_clients
+from earnings_sync.calendar_table import CalendarTable, key_of, record_to_item
 from earnings_sync.observability import M
 from earnings_sync.records import EarningsRecord
-from earnings_sync.table import EarningsTable, record_to_item
+from earnings_sync.upsert import upsert_records
 from tests.helpers import Faults, dynamodb_error
 from tests.integration.stream_support import T1, T2, T3, StreamReader, call_handler
 
@@ -30,10 +31,10 @@ class Table:
     def __init__(self, env: dict[str, Any]) -> None:
         self.client = env["dynamodb"]
         self.name = env["resources"].table_name
-        self.table = EarningsTable(self.client, self.name)
+        self.table = CalendarTable(self.client, self.name)
 
     def sync(self, synced_at: str, *records: EarningsRecord) -> None:
-        result = self.table.upsert_records(list(records), f"sync-{synced_at[:10]}", synced_at)
+        result = upsert_records(self.table, list(records), f"sync-{synced_at[:10]}", synced_at)
         assert not result.poison
 
     def put(self, record: EarningsRecord, synced_at: str, **extra: dict) -> None:
@@ -41,7 +42,7 @@ class Table:
         self.client.put_item(TableName=self.name, Item={**record_to_item(record, f"sync-{synced_at[:10]}", synced_at), **extra})
 
     def keys(self) -> set[tuple[str, str]]:
-        return {(i["asset_symbol"]["S"], i["earnings_date"]["S"]) for i in self.table.scan()}
+        return {key_of(i) for i in self.table.all_items()}
 
     def last_sync(self, symbol: str, date: str) -> str | None:
         item = self.table.get((symbol, date))

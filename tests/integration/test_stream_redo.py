@@ -15,7 +15,8 @@ from botocore.stub import Stubber
 
 from earnings_sync import aws as aws_clients
 from earnings_sync import consistency
-from earnings_sync.audit import find_superseded, scan_items
+from earnings_sync.audit import find_superseded
+from earnings_sync.calendar_table import record_to_item
 from earnings_sync.stream_redo import (
     LOST_RANGE_ADVICE,
     FailureRange,
@@ -26,7 +27,6 @@ from earnings_sync.stream_redo import (
     parse_failure_record,
     redo_stream_failures,
 )
-from earnings_sync.table import record_to_item
 from earnings_sync_cli import main as cli
 from earnings_sync_cli.tables import client as cli_client
 from tests.helpers import Faults, dynamodb_error, http_response
@@ -49,7 +49,7 @@ def given_up(scene: Scene) -> Scene:
 
 
 def redo(scene: Scene, **options: Any) -> Any:
-    return redo_stream_failures(scene.sqs, scene.dynamodb, scene.streams, scene.queue_url, scene.stream, wait_seconds=0, **options)
+    return redo_stream_failures(scene.sqs, scene.table, scene.streams, scene.queue_url, scene.stream, wait_seconds=0, **options)
 
 
 def on_failure_record(scene: Scene, **info: Any) -> str:
@@ -83,7 +83,7 @@ def test_a_redone_range_restores_the_regression_and_empties_the_queue(given_up: 
     # What the audit checks cannot see it: the regressed item is well-formed and current for its
     # period; only the stream record holds the newer image. The superseded date is visible.
     assert consistency.validate_item(scene.item(REGRESSED)) == []
-    assert [s.key for s in find_superseded(scan_items(scene.dynamodb, scene.table_name))[0]] == [MOVED_FROM]
+    assert [s.key for s in find_superseded(list(scene.table.all_items()))[0]] == [MOVED_FROM]
 
     report = redo(scene)
 
@@ -95,7 +95,7 @@ def test_a_redone_range_restores_the_regression_and_empties_the_queue(given_up: 
     assert scene.estimate_and_sync(REGRESSED) == (Decimal("2"), T2)
     assert MOVED_FROM not in scene.keys() and MOVED_TO in scene.keys()
     assert scene.queue_depth() == (0, 0) and not failure_alarm_fires(scene.sqs, scene.resources)
-    assert find_superseded(scan_items(scene.dynamodb, scene.table_name)) == ([], [])
+    assert find_superseded(list(scene.table.all_items())) == ([], [])
     # a second run finds nothing, and running a range twice changes nothing
     again = redo(scene)
     assert again.ok and again.items == []

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from earnings_sync.calendar_table import INDEX_NAME, CalendarTable
 from earnings_sync.records import EarningsRecord
-from earnings_sync.table import EarningsTable
-from earnings_sync.upcoming import INDEX_NAME, decode_token, encode_token, upcoming_earnings
+from earnings_sync.upcoming import decode_token, encode_token, upcoming_earnings
+from earnings_sync.upsert import upsert_records
 from earnings_sync_cli.main import main
 from tests.helpers import Faults, dynamodb_error
 
@@ -33,7 +34,7 @@ def table(aws: dict[str, Any]) -> dict[str, Any]:
         for day, symbols in ROWS.items()
         for symbol in symbols
     ]
-    EarningsTable(aws["dynamodb"], aws["resources"].table_name).upsert_records(records, "sync-1", SYNCED)
+    upsert_records(CalendarTable(aws["dynamodb"], aws["resources"].table_name), records, "sync-1", SYNCED)
     return aws
 
 
@@ -46,14 +47,14 @@ def keys(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_one_query_per_day_ordered_by_date_then_symbol(table: dict[str, Any]) -> None:
-    result = upcoming_earnings(table["dynamodb"], table["resources"].table_name, "2025-07-30", "2025-08-03")
+    result = upcoming_earnings(CalendarTable(table["dynamodb"], table["resources"].table_name), "2025-07-30", "2025-08-03")
     assert keys(result.items) == expected("2025-07-30", "2025-08-03")
     assert result.queries == 5 and not result.fallback_used and result.next_token is None
     assert result.items[0]["company_name"] == "META Inc" and result.duration_ms > 0
 
 
 def test_small_pages_still_return_everything_in_order(table: dict[str, Any]) -> None:
-    result = upcoming_earnings(table["dynamodb"], table["resources"].table_name, "2025-07-29", "2025-08-04", page_size=2)
+    result = upcoming_earnings(CalendarTable(table["dynamodb"], table["resources"].table_name), "2025-07-29", "2025-08-04", page_size=2)
     assert keys(result.items) == expected("2025-07-29", "2025-08-04")
     # 2025-07-29: 3 items = 2 pages, 07-30: 1, 07-31: 4 = 2 or 3 pages, 08-01: 1 or 2, 08-02..08-04: 3
     assert result.queries >= 9
@@ -65,7 +66,7 @@ def test_a_limit_gives_a_token_that_resumes_across_the_month_boundary(table: dic
     token = None
     pages = 0
     while True:
-        page = upcoming_earnings(client, name, "2025-07-30", "2025-08-04", limit=3, page_size=2, start_token=token)
+        page = upcoming_earnings(CalendarTable(client, name), "2025-07-30", "2025-08-04", limit=3, page_size=2, start_token=token)
         assert len(page.items) <= 3
         seen.extend(keys(page.items))
         pages += 1
@@ -77,13 +78,13 @@ def test_a_limit_gives_a_token_that_resumes_across_the_month_boundary(table: dic
     # the token names the last item returned; it is opaque but checked
     assert decode_token(encode_token(("2025-07-31", "XOM"))) == ("2025-07-31", "XOM")
     with pytest.raises(ValueError, match="page token"):
-        upcoming_earnings(client, name, "2025-07-30", "2025-08-04", start_token="bm90LWEtdG9rZW4")
+        upcoming_earnings(CalendarTable(client, name), "2025-07-30", "2025-08-04", start_token="bm90LWEtdG9rZW4")
 
 
 def test_an_index_failure_falls_back_to_a_scan_with_the_same_answer(table: dict[str, Any]) -> None:
     client, name = table["dynamodb"], table["resources"].table_name
     faults = Faults(client, "dynamodb", "Query", [dynamodb_error("ResourceNotFoundException", "index gone")])
-    result = upcoming_earnings(client, name, "2025-07-29", "2025-08-01")
+    result = upcoming_earnings(CalendarTable(client, name), "2025-07-29", "2025-08-01")
     assert faults.injected == 1
     assert result.fallback_used and result.index_failures == 1 and result.scan_pages >= 1
     assert result.fallback_reason.startswith("ResourceNotFoundException")
@@ -93,10 +94,10 @@ def test_an_index_failure_falls_back_to_a_scan_with_the_same_answer(table: dict[
 def test_a_failure_midway_keeps_what_the_index_gave_and_scans_the_rest(table: dict[str, Any]) -> None:
     client, name = table["dynamodb"], table["resources"].table_name
     Faults(client, "dynamodb", "Query", [None, None, dynamodb_error("ValidationException")])
-    result = upcoming_earnings(client, name, "2025-07-29", "2025-08-04", limit=7)
+    result = upcoming_earnings(CalendarTable(client, name), "2025-07-29", "2025-08-04", limit=7)
     assert result.queries == 2 and result.fallback_used
     assert keys(result.items) == expected("2025-07-29", "2025-08-04")[:7]
-    resumed = upcoming_earnings(client, name, "2025-07-29", "2025-08-04", start_token=result.next_token)
+    resumed = upcoming_earnings(CalendarTable(client, name), "2025-07-29", "2025-08-04", start_token=result.next_token)
     assert keys(result.items) + keys(resumed.items) == expected("2025-07-29", "2025-08-04")
     assert not resumed.fallback_used  # the token works on the index path as well
 
@@ -109,12 +110,13 @@ def test_a_table_without_the_index_is_read_by_scan(aws: dict[str, Any]) -> None:
         AttributeDefinitions=[{"AttributeName": "asset_symbol", "AttributeType": "S"}, {"AttributeName": "earnings_date", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "asset_symbol", "KeyType": "HASH"}, {"AttributeName": "earnings_date", "KeyType": "RANGE"}],
     )
-    EarningsTable(client, "no-index").upsert_records(
+    upsert_records(
+        CalendarTable(client, "no-index"),
         [EarningsRecord("B", "2025-08-01", "B", "2025-06-30", None, "USD"), EarningsRecord("A", "2025-08-01", "A", "2025-06-30", None, "USD")],
         "s",
         SYNCED,
     )
-    result = upcoming_earnings(client, "no-index", "2025-07-31", "2025-08-01")
+    result = upcoming_earnings(CalendarTable(client, "no-index"), "2025-07-31", "2025-08-01")
     assert result.fallback_used and result.index_failures == 1
     assert keys(result.items) == [("2025-08-01", "A"), ("2025-08-01", "B")]
     assert result.items[0]["estimate"] is None
@@ -129,7 +131,7 @@ def test_throttling_is_raised_not_scanned(table: dict[str, Any]) -> None:
     faults = Faults(client, "dynamodb", "Query", [dynamodb_error("ProvisionedThroughputExceededException")])
     scans = Faults(client, "dynamodb", "Scan", [])
     with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
-        upcoming_earnings(client, table["resources"].table_name, "2025-07-29", "2025-08-01")
+        upcoming_earnings(CalendarTable(client, table["resources"].table_name), "2025-07-29", "2025-08-01")
     assert (faults.calls, scans.calls) == (1, 0)
 
 
@@ -144,7 +146,7 @@ def test_throttling_is_raised_not_scanned(table: dict[str, Any]) -> None:
 )
 def test_bad_arguments(table: dict[str, Any], first: str, last: str, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        upcoming_earnings(table["dynamodb"], table["resources"].table_name, first, last, **kwargs)
+        upcoming_earnings(CalendarTable(table["dynamodb"], table["resources"].table_name), first, last, **kwargs)
 
 
 def test_cli_reads_a_deployed_table(table: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

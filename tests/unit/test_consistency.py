@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from earnings_sync import consistency as c
+from earnings_sync.calendar_table import item_to_plain, record_to_item
 from earnings_sync.records import validate_row
-from earnings_sync.table import item_to_plain, record_to_item
 from tests.conftest import SAMPLE_CSV
 
 SYNCED = "2025-07-19T06:00:00.000000Z"
