@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     write_mode: Literal["batch", "conditional"] = "batch"  # README, "Write path"
     ledger_table: str = ""  # the completeness ledger (docs/ledger.md); empty: not recorded
     ledger_retention_days: int = 35  # outlives the DLQ's 14 days, so late replays still net out
+    event_bus_name: str = ""  # where the stream consumer publishes change events (name or ARN); empty: none
     allow_path_events: bool = False  # `{"path": ...}` producer events: the local runner and CLI only, never on Lambda
 
     @classmethod

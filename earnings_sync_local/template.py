@@ -8,8 +8,8 @@ IDs of the resources are known here.
 Three layers:
 * `load_template` parses the YAML, turning CloudFormation short-form tags into long-form dicts;
 * `build_context` / `resolve` evaluate the intrinsic functions the template uses;
-* `create_resources` creates the queues and the table through boto3 clients (moto, LocalStack or
-  a real account) and returns their physical ids as `LocalResources`.
+* `create_resources` creates the queues, the tables and the change-event bus through boto3 clients
+  (moto, LocalStack or a real account) and returns their physical ids as `LocalResources`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ PRODUCER_ID = "ProducerFunction"
 CONSUMER_ID = "ConsumerFunction"
 STREAM_CONSUMER_ID = "StreamConsumerFunction"
 STREAM_FAILURE_QUEUE_ID = "StreamFailureQueue"
+EVENT_BUS_ID = "ChangeEventBus"
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 
 DEFAULT_REGION = "us-east-1"
@@ -663,6 +664,10 @@ class LocalResources:
     tables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     # logical id -> the function's `Handler` (`module.function`), for every Serverless function
     handlers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    # Where the stream consumer publishes change events (its EVENT_BUS_NAME), and whether this run
+    # created that bus (ChangeEventBus) or the template names an existing one (ExistingEventBus).
+    event_bus_name: str | None = None
+    event_bus_created: bool = False
 
 
 # CloudFormation AWS::SQS::Queue property -> SQS attribute name. Anything else is rejected, so a
@@ -869,6 +874,41 @@ def _create_template_tables(
     return descriptions[TABLE_ID], tables
 
 
+def sibling_client(client: Any, service: str) -> Any:
+    """A client of another service on the same endpoint and region as `client` (credentials from the
+    environment, as the test and emulator clients get theirs)."""
+    import boto3
+
+    endpoint = client.meta.endpoint_url
+    if ".amazonaws.com" in endpoint:  # the service's own AWS endpoint: the other service has its own
+        endpoint = None
+    return boto3.client(service, region_name=client.meta.region_name, endpoint_url=endpoint)
+
+
+def _create_event_bus(template: Mapping[str, Any], context: dict[str, Any], events_client: Any, name_prefix: str) -> bool:
+    """ChangeEventBus, when the template has one and its Condition holds (reused when it exists).
+    Its name and ARN join the context; False when there is nothing to create."""
+    resource = (template.get("Resources") or {}).get(EVENT_BUS_ID)
+    if not isinstance(resource, dict):
+        return False
+    if "Condition" in resource and not _condition(resource["Condition"], context):
+        return False
+    properties = resolve(resource.get("Properties") or {}, context)
+    unknown = sorted(set(properties) - {"Name", "Description", "Tags"})
+    if unknown:
+        raise TemplateError(f"{EVENT_BUS_ID}: property {unknown[0]} is not supported locally")
+    name = f"{name_prefix}{properties['Name']}"
+    try:
+        arn = events_client.create_event_bus(Name=name)["EventBusArn"]
+    except ClientError as exc:
+        if _client_error_code(exc) != "ResourceAlreadyExistsException":
+            raise
+        arn = events_client.describe_event_bus(Name=name)["Arn"]
+    context["resources"][EVENT_BUS_ID] = name
+    context["attributes"][EVENT_BUS_ID] = {"Arn": arn, "Name": name}
+    return True
+
+
 def _consumer_event(
     template: Mapping[str, Any], context: Mapping[str, Any], queue_arn: str, queue_properties: Mapping[str, Any]
 ) -> tuple[dict[str, Any], int]:
@@ -905,14 +945,15 @@ def create_resources(
     parameter_overrides: Mapping[str, Any] | None = None,
     region: str = DEFAULT_REGION,
     account_id: str = DEFAULT_ACCOUNT_ID,
+    events_client: Any = None,
 ) -> LocalResources:
-    """Create the DLQ, the queue, the tables and the stream failure queue from the template's own
-    Properties, and read the stream consumer's mapping settings. Every AWS::DynamoDB::Table is
-    created (`LocalResources.tables`), EarningsTable first.
+    """Create the DLQ, the queue, the tables, the stream failure queue and the change-event bus from
+    the template's own Properties, and read the stream consumer's mapping settings. Every
+    AWS::DynamoDB::Table is created (`LocalResources.tables`), EarningsTable first.
 
     Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`,
-    `earnings-stream-failures`, the resolved table name) so several runs can share one endpoint.
-    Waits until the table is ACTIVE.
+    `earnings-stream-failures`, the resolved table and bus names) so several runs can share one
+    endpoint. Waits until the table is ACTIVE. `events_client` defaults to one on the SQS client's endpoint.
     """
     context = build_context(
         template,
@@ -927,11 +968,8 @@ def create_resources(
     )
     table, tables = _create_template_tables(template, context, dynamodb_client, name_prefix)
     sqs_event, max_receive_count = _consumer_event(template, context, queue_arn, queue_properties)
-    stream_failure_url = stream_failure_arn = None
-    if STREAM_FAILURE_QUEUE_ID in (template.get("Resources") or {}):
-        stream_failure_url, stream_failure_arn, _ = _create_template_queue(
-            template, context, sqs_client, STREAM_FAILURE_QUEUE_ID, f"{name_prefix}earnings-stream-failures"
-        )
+    stream_failure_url, stream_failure_arn = _create_stream_failure_queue(template, context, sqs_client, name_prefix)
+    bus_created = _create_event_bus(template, context, events_client or sibling_client(sqs_client, "events"), name_prefix)
     stream_mapping = _stream_mapping(template, context, table.get("LatestStreamArn"))
     environments, handlers = _functions(template, context)
     return LocalResources(
@@ -955,7 +993,21 @@ def create_resources(
         stream_failure_queue_arn=stream_failure_arn,
         tables=MappingProxyType(tables),
         handlers=MappingProxyType(handlers),
+        event_bus_name=environments.get(STREAM_CONSUMER_ID, {}).get("EVENT_BUS_NAME") or context["resources"].get(EVENT_BUS_ID),
+        event_bus_created=bus_created,
     )
+
+
+def _create_stream_failure_queue(
+    template: Mapping[str, Any], context: dict[str, Any], sqs_client: Any, name_prefix: str
+) -> tuple[str | None, str | None]:
+    """StreamFailureQueue's URL and ARN, (None, None) when the template has none."""
+    if STREAM_FAILURE_QUEUE_ID not in (template.get("Resources") or {}):
+        return None, None
+    url, arn, _ = _create_template_queue(
+        template, context, sqs_client, STREAM_FAILURE_QUEUE_ID, f"{name_prefix}earnings-stream-failures"
+    )
+    return url, arn
 
 
 def _stream_mapping(template: Mapping[str, Any], context: Mapping[str, Any], stream_arn: str | None) -> StreamMapping | None:
@@ -986,8 +1038,11 @@ def _stream_mapping(template: Mapping[str, Any], context: Mapping[str, Any], str
     )
 
 
-def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client: Any) -> None:
-    """Remove what `create_resources` made (for runs sharing a long-lived endpoint)."""
+def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client: Any, events_client: Any = None) -> None:
+    """Remove what `create_resources` made (for runs sharing a long-lived endpoint); the bus goes
+    with the rules put on it."""
+    if resources.event_bus_created and resources.event_bus_name:
+        _delete_event_bus(events_client or sibling_client(sqs_client, "events"), resources.event_bus_name)
     for url in (resources.queue_url, resources.dlq_url, resources.stream_failure_queue_url):
         if url is None:
             continue
@@ -1001,3 +1056,16 @@ def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client
         dynamodb_client.get_waiter("table_not_exists").wait(
             TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
+
+
+def _delete_event_bus(events_client: Any, name: str) -> None:
+    try:
+        rules = events_client.list_rules(EventBusName=name).get("Rules", [])
+    except events_client.exceptions.ResourceNotFoundException:
+        return
+    for rule in rules:
+        targets = events_client.list_targets_by_rule(Rule=rule["Name"], EventBusName=name).get("Targets", [])
+        if targets:
+            events_client.remove_targets(Rule=rule["Name"], EventBusName=name, Ids=[t["Id"] for t in targets])
+        events_client.delete_rule(Name=rule["Name"], EventBusName=name)
+    events_client.delete_event_bus(Name=name)

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALARM = "AWS::CloudWatch::Alarm"
 MAPPING = "AWS::Lambda::EventSourceMapping"
 BASIC_EXECUTION_ROLE = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-DATA_SERVICES = ("dynamodb", "sqs", "s3", "ssm")
+DATA_SERVICES = ("dynamodb", "sqs", "s3", "ssm", "events")
 # What Lambda's poller does with the function's role, by event source type (AWS Lambda guide,
 # "execution role permissions" of the SQS and DynamoDB Streams event sources).
 POLLING_ACTIONS = {
@@ -198,6 +198,9 @@ def mapping_needs(template: dict[str, Any], function_id: str) -> set[str]:
 def _resource_text(resource: Any, template: dict[str, Any]) -> str:
     """A statement's Resource as text, checked to name something of this template or a parameter."""
     known = set(template["Resources"]) | set(template["Parameters"])
+    if isinstance(resource, dict) and set(resource) == {"Ref"}:  # a parameter that holds an ARN
+        assert resource["Ref"] in template["Parameters"], resource
+        return "${%s}" % resource["Ref"]
     if isinstance(resource, dict) and "Fn::GetAtt" in resource:
         assert resource["Fn::GetAtt"][0] in known, resource
         return "${%s}" % ".".join(resource["Fn::GetAtt"])
@@ -421,6 +424,7 @@ def test_every_alarm_notifies_the_topic_and_stays_quiet_without_data(template: d
         ("DlqNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, 0),
         ("StreamFailureQueueNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, 0),
         ("StreamIteratorAgeAlarm", {"IteratorAge"}, 300000),
+        ("ChangeEventPublishFailuresAlarm", {M.CHANGE_EVENT_PUBLISH_FAILURES}, 0),
     ],
 )
 def test_the_alarm_set(template: dict[str, Any], alarm_id: str, metrics: set[str], threshold: float) -> None:
