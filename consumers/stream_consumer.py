@@ -30,7 +30,8 @@ def build_processor(settings: Settings) -> StreamProcessor:
     sole_sync = SyncLedger(client, settings.ledger_table).sole_sync() if settings.ledger_table else None
     publisher = None
     if settings.event_bus_name:
-        publisher = EventBridgePublisher(aws.client("events", max_attempts=settings.aws_max_attempts), settings.event_bus_name)
+        events = aws.client("events", max_attempts=settings.aws_max_attempts)
+        publisher = EventBridgePublisher(events, settings.event_bus_name, attempts=settings.write_attempts)
     return StreamProcessor(CalendarTable(client, settings.table_name), sole_sync, publisher=publisher)
 
 

@@ -23,7 +23,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_records_per_message: int = 25
     max_payload_bytes: int = 256 * 1024
     aws_max_attempts: int = 8  # boto3 "standard" retry mode: exponential backoff with jitter
-    write_attempts: int = 8  # our own loop for UnprocessedItems/UnprocessedKeys and lost races
+    write_attempts: int = 8  # our own loop for UnprocessedItems/UnprocessedKeys, lost races, PutEvents' failed entries
     write_mode: Literal["batch", "conditional"] = "batch"  # README, "Write path"
     ledger_table: str = ""  # the completeness ledger (docs/ledger.md); empty: not recorded
     ledger_retention_days: int = 35  # outlives the DLQ's 14 days, so late replays still net out

@@ -21,6 +21,12 @@ moto 5.2.5 is written for correctness on small fixtures, and a few of its paths 
   item or stream record. moto already holds these results as plain dicts in wire form; the patch
   walks them along the same output shape directly and hands timestamps, blobs and anything not
   plain (objects, snake_case keys, renamed members) to the serializer's own code.
+- **SQS receipt handles** are 185 letters drawn one `random.choice` call at a time: over a
+  millisecond per message received. The patch draws them in one `choices` call (same alphabet, same
+  length, from moto's own seedable random).
+- **EventBridge rule targets** get each event through an input template whose JSONPath expressions
+  moto parses again (with a yacc parser) for every event and every target: about 13 ms per event
+  delivered. The patch parses each expression once; a parsed expression is only read afterwards.
 
 Overrides that narrow what a call sees are per thread and per table, so concurrent requests on the
 threaded server do not see them.
@@ -44,7 +50,9 @@ def install() -> bool:
         import moto.dynamodb.models.table  # noqa: F401
     except ImportError:  # pragma: no cover - moto is only needed for local runs
         return False
-    installed = [_install_query(), _install_scan(), _install_sqs(), _install_json_results()]  # Scan needs Query's
+    installed = [
+        _install_query(), _install_scan(), _install_sqs(), _install_receipt_handles(), _install_json_results(), _install_jsonpath()
+    ]  # Scan needs Query's
     return any(installed)
 
 
@@ -178,6 +186,47 @@ def _install_sqs() -> bool:
     Queue.attributes = property(attributes)  # type: ignore[method-assign,assignment]
     SQSBackend.send_message = send_message  # type: ignore[method-assign]
     SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
+    return True
+
+
+def _install_receipt_handles() -> bool:
+    import string
+
+    import moto.sqs.models
+    from moto.moto_api._internal import mock_random
+
+    if getattr(moto.sqs.models.generate_receipt_handle, "_one_draw", False):
+        return False
+    original = moto.sqs.models.generate_receipt_handle
+
+    def generate_receipt_handle() -> str:
+        if not _enabled:
+            return original()
+        return "".join(mock_random.choices(string.ascii_lowercase, k=185))
+
+    generate_receipt_handle._one_draw = True  # type: ignore[attr-defined]
+    moto.sqs.models.generate_receipt_handle = generate_receipt_handle  # what Message.mark_received calls
+    return True
+
+
+# -- EventBridge targets ------------------------------------------------------------------------------
+def _install_jsonpath() -> bool:
+    import functools
+
+    import jsonpath_ng.ext
+
+    if getattr(jsonpath_ng.ext.parse, "_parsed_once", False):
+        return False
+    original_parse = jsonpath_ng.ext.parse
+    parsed_once = functools.lru_cache(maxsize=256)(original_parse)
+
+    def parse(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if _enabled and not args and not kwargs and type(path) is str:
+            return parsed_once(path)
+        return original_parse(path, *args, **kwargs)
+
+    parse._parsed_once = True  # type: ignore[attr-defined]
+    jsonpath_ng.ext.parse = parse  # moto imports it from the module on every event
     return True
 
 
