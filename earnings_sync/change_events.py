@@ -122,14 +122,15 @@ def change_id(kind: str, new: Mapping[str, Any], old: Mapping[str, Any] | None =
 
 
 def _common(plain: Mapping[str, Any], identity: str) -> dict[str, Any]:
+    """The detail's common fields (named as the item's attributes: SYMBOL, DATE, ...) from an item."""
     return {
         "v": SCHEMA_VERSION,
         "change_id": identity,
         "sync_id": plain[SYNC_ID],
         "synced_at": plain[LAST_SYNC_DATE],
-        "asset_symbol": plain[SYMBOL],
-        "earnings_date": plain[DATE],
-        "fiscal_date_ending": plain[FISCAL_DATE],
+        SYMBOL: plain[SYMBOL],
+        DATE: plain[DATE],
+        FISCAL_DATE: plain[FISCAL_DATE],
         "company_name": plain["company_name"],
         "estimate": plain.get("estimate"),
         "currency": plain["currency"],
