@@ -47,6 +47,9 @@ class Results:
     def markdown(self) -> str:
         from importlib.metadata import version
 
+        from earnings_sync_local import moto_speedups
+
+        refused = moto_speedups.refusal()
         out = [
             "# Benchmarks",
             "",
@@ -58,10 +61,12 @@ class Results:
             "floors and baselines included. That emulator removes a few of moto's costs that scale with the table",
             "or the queue instead of the request (base-table and index Query, base-table Scan, SQS attribute",
             "reads, the reflective JSON response serializer; `earnings_sync_local/moto_speedups.py`, answers unchanged",
-            "and tested against moto's own), so the figures measure our code rather than moto's hot spots.",
-            "Absolute times are moto's, not DynamoDB's: read the ratios.",
+            "and tested against moto's own; [docs/moto-patches.md](docs/moto-patches.md) measures each), so the figures",
+            "measure our code rather than moto's hot spots. Absolute times are moto's, not DynamoDB's: read the ratios.",
             "",
         ]
+        if refused is not None:
+            out += [f"**This run's emulator ran on stock moto**: {refused}.", ""]
         for title, command, rows in self.sections:
             out += [f"## {title}", "", f"`{command}`", "", "| what | figure | note |", "|---|---:|---|"]
             out += [f"| {name} | {figure} | {note} |" for name, figure, note in rows]

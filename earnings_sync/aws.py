@@ -33,12 +33,17 @@ class ConnectAttemptLimit:
 
 @functools.lru_cache(maxsize=32)
 def _cached_client(
-    service: str, endpoint_url: str | None, region: str | None, max_attempts: int, connect_attempts: int | None = None
+    service: str,
+    endpoint_url: str | None,
+    region: str | None,
+    max_attempts: int,
+    connect_attempts: int | None = None,
+    read_timeout: int = 30,
 ) -> Any:
     config = Config(
         retries={"mode": "standard", "total_max_attempts": max_attempts},  # total, like AWS_MAX_ATTEMPTS
         connect_timeout=5,
-        read_timeout=30,
+        read_timeout=read_timeout,
         max_pool_connections=20,
     )
     made = boto3.session.Session().client(service, endpoint_url=endpoint_url, region_name=region, config=config)
@@ -49,19 +54,27 @@ def _cached_client(
     return made
 
 
-def client(service: str, *, max_attempts: int = 8, endpoint_url: str | None = None, connect_attempts: int | None = None) -> Any:
+def client(
+    service: str,
+    *,
+    max_attempts: int = 8,
+    endpoint_url: str | None = None,
+    connect_attempts: int | None = None,
+    read_timeout: int = 30,
+) -> Any:
     """A reused client per (service, endpoint, region): Lambda keeps it warm across invocations.
 
     The endpoint comes from the standard AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> variables
     (boto3 reads them itself) unless given; they are part of the cache key so a process that moves
     between endpoints (tests, the local runner) never talks to a stale one. `connect_attempts` caps
     the attempts on an endpoint that refuses or times out the connection (the command line's
-    clients); the handlers keep the SDK's retries for those too.
+    clients); the handlers keep the SDK's retries for those too. `read_timeout` is for a call that
+    answers late by design (a synchronous Lambda invocation lasts as long as the function runs).
     """
     env_endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL")
     # Without the variables (an operator's shell), the profile's region applies, as in the AWS CLI.
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or boto3.session.Session().region_name or "us-east-1"
-    return _cached_client(service, endpoint_url or env_endpoint, region, max_attempts, connect_attempts)
+    return _cached_client(service, endpoint_url or env_endpoint, region, max_attempts, connect_attempts, read_timeout)
 
 
 # Error codes AWS services use for "slow down" (botocore's standard retry mode treats the same ones

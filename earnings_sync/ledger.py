@@ -28,7 +28,8 @@ A sync is *complete* when the last two are zero and nothing is in the DLQ; *acco
 `in_dlq`) when only the DLQ still holds some of its records.
 
 The same table holds the **sync registry** (partition `#registry`, never expiring): a counter the
-stream consumer reads, and one item per sync id that `earnings-sync audit` checks items against.
+stream consumer reads, and one item per sync id that `earnings-sync audit` checks items against and
+the sync monitor (sync_watch.py) reads for the newest syncs and marks `completed_at`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ POISON, EXHAUSTED, REDRIVEN = "p", "x", "q"
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One sync as the registry knows it: when it ran, when it was registered, and when the sync
+    monitor first saw its ledger complete (empty until then)."""
+
+    sync_id: str
+    synced_at: str
+    registered_at: str
+    completed_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,59 @@ class SyncLedger:
         """The ids of every sync registered with its id."""
         return self.registered_syncs().ids
 
+    def registrations_since(self, sync_id_floor: str) -> list[Registration]:
+        """Syncs registered with an id at or after `sync_id_floor`, oldest first (the sync monitor).
+
+        Sync ids start with their compacted `synced_at`, so they sort like time and one Query on the
+        registry's sort key reads only the newest syncs, however long the registry has grown. `$`
+        sorts right after `#`, so `sync#<floor>` .. `sync$` holds every id from the floor on.
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "sync_id = :r AND #e BETWEEN :low AND :high",
+            "ExpressionAttributeNames": {"#e": "entry"},
+            "ExpressionAttributeValues": {
+                ":r": _s(REGISTRY),
+                ":low": _s(f"{REGISTERED}{sync_id_floor}"),
+                ":high": _s(f"{REGISTERED[:-1]}$"),
+            },
+        }
+        found: list[Registration] = []
+        while True:
+            response = self.client.query(**kwargs)
+            for item in response.get("Items", []):
+                plain = {name: _plain(value) for name, value in item.items() if name not in ("sync_id", "entry")}
+                found.append(
+                    Registration(
+                        sync_id=item["entry"]["S"][len(REGISTERED) :],
+                        synced_at=str(plain.get("synced_at", "")),
+                        registered_at=str(plain.get("registered_at") or plain.get("synced_at", "")),
+                        completed_at=str(plain.get("completed_at", "")),
+                    )
+                )
+            if "LastEvaluatedKey" not in response:
+                return found
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def mark_completed(self, sync_id: str, completed_at: str) -> bool:
+        """Note on the sync's registry item that its ledger is complete; True only the first time.
+
+        Conditional, so two monitors (or a retried invocation) count one completion once, and only
+        a registered sync can be marked.
+        """
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={"sync_id": _s(REGISTRY), "entry": _s(f"{REGISTERED}{sync_id}")},
+                UpdateExpression="SET completed_at = :t",
+                ConditionExpression="attribute_exists(#e) AND attribute_not_exists(completed_at)",
+                ExpressionAttributeNames={"#e": "entry"},
+                ExpressionAttributeValues={":t": _s(completed_at)},
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     # -- writes --------------------------------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> int:
         """Chunks first, header last; returns the number of PutItem requests."""
@@ -315,13 +380,15 @@ class SyncLedger:
         return True
 
     # -- reads ---------------------------------------------------------------------------------
-    def entries(self, sync_id: str) -> list[Item]:
+    def entries(self, sync_id: str, *, consistent: bool = True) -> list[Item]:
+        """Every ledger item of one sync (one Query, paged). `consistent=False` halves the read
+        units: an outcome written a moment ago may be missed (the sync monitor looks again)."""
         items: list[Item] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "sync_id = :s",
             "ExpressionAttributeValues": {":s": _s(sync_id)},
-            "ConsistentRead": True,
+            "ConsistentRead": consistent,
         }
         while True:
             response = self.client.query(**kwargs)
@@ -330,8 +397,8 @@ class SyncLedger:
                 return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    def report(self, sync_id: str) -> LedgerReport:
-        return account(sync_id, self.entries(sync_id))
+    def report(self, sync_id: str, *, consistent: bool = True) -> LedgerReport:
+        return account(sync_id, self.entries(sync_id, consistent=consistent))
 
     def recent_syncs(self, limit: int = 20) -> list[tuple[str, str]]:
         """(synced_at, sync_id) of the newest manifests, newest first (a Scan: for operators)."""

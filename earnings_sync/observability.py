@@ -95,6 +95,10 @@ class M(StrEnum):
     UPCOMING_REQUESTS = "UpcomingRequests"
     UPCOMING_REQUEST_FAILURES = "UpcomingRequestFailures"
     UPCOMING_THROTTLES = "UpcomingThrottles"
+    # sync monitor (the ledger asked on a schedule)
+    SYNCS_COMPLETE = "SyncsComplete"
+    SYNCS_INCOMPLETE = "SyncsIncomplete"
+    SYNC_COMPLETIONS = "SyncCompletions"
     # every handler
     MEMORY_USED = "MemoryUsedMB"
     MEMORY_UTILIZATION = "MemoryUtilization"
@@ -108,6 +112,7 @@ class Handler(StrEnum):
     CONSUMER = "consumers.sqs_consumer"
     STREAM_CONSUMER = "consumers.stream_consumer"
     UPCOMING = "queries.upcoming_query"
+    SYNC_MONITOR = "queries.sync_monitor"
 
 
 # Powertools puts `service` (POWERTOOLS_SERVICE_NAME) on every metric and we add no default
@@ -117,6 +122,7 @@ DIMENSIONS: tuple[str, ...] = ("service",)
 COLD_START_DIMENSIONS: tuple[str, ...] = ("function_name", "service")  # Powertools' cold-start blob
 
 _P, _C, _S, _U = Handler.PRODUCER, Handler.CONSUMER, Handler.STREAM_CONSUMER, Handler.UPCOMING
+_W = Handler.SYNC_MONITOR
 _COUNT, _MS = MetricUnit.Count, MetricUnit.Milliseconds
 
 
@@ -206,6 +212,10 @@ _SPECS = (
     MetricSpec(M.UPCOMING_SCAN_FALLBACKS, _COUNT, (_U,), "requests answered by the Scan fallback"),
     MetricSpec(M.UPCOMING_QUERY_DURATION, _MS, (_U,), "ms per request (all its queries, or the fallback)"),
     MetricSpec(M.UPCOMING_THROTTLES, _COUNT, (_U,), "throttled DynamoDB responses, retried ones included"),
+    # sync monitor
+    MetricSpec(M.SYNCS_COMPLETE, _COUNT, (_W,), "syncs registered in the last 26 h whose ledger is complete"),
+    MetricSpec(M.SYNCS_INCOMPLETE, _COUNT, (_W,), "syncs registered in the last 26 h, started over an hour ago, ledger not complete"),
+    MetricSpec(M.SYNC_COMPLETIONS, _COUNT, (_W,), "syncs whose ledger became complete since the last run (each counted once)"),
     # every handler
     MetricSpec(M.MEMORY_USED, MetricUnit.Megabytes, tuple(Handler), "peak resident memory of the execution environment (ru_maxrss)"),
     MetricSpec(M.MEMORY_UTILIZATION, MetricUnit.Percent, tuple(Handler), "MemoryUsedMB as a percentage of the function's MemorySize"),
@@ -337,6 +347,14 @@ def emit_upcoming_request(metrics: Any, *, failed: bool, throttles: int = 0) -> 
     add_metric(metrics, M.UPCOMING_REQUESTS, 1)
     add_metric(metrics, M.UPCOMING_REQUEST_FAILURES, int(failed))
     add_metric(metrics, M.UPCOMING_THROTTLES, throttles)
+
+
+def emit_sync_watch_metrics(metrics: Any, watch: Any) -> None:
+    """`watch` is a `sync_watch.SyncWatch`: published on every run, zeros included, so a gap in
+    `SyncCompletions` means the monitor did not run (the missing-sync alarm breaches on it)."""
+    add_metric(metrics, M.SYNCS_COMPLETE, watch.count("complete"))
+    add_metric(metrics, M.SYNCS_INCOMPLETE, watch.count("incomplete"))
+    add_metric(metrics, M.SYNC_COMPLETIONS, watch.completions)
 
 
 def memory_used_mb() -> float:

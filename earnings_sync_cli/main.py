@@ -16,6 +16,7 @@ from earnings_sync_cli import errors as cli_errors
 from earnings_sync_cli import ledger as cli_ledger
 from earnings_sync_cli import local as cli_local
 from earnings_sync_cli import stream as cli_stream
+from earnings_sync_cli import sync as cli_sync
 from earnings_sync_cli import upcoming as cli_upcoming
 from earnings_sync_cli.errors import EXIT_INTERRUPTED, one_line
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_audit.register(commands)
     cli_ledger.register(commands)
     cli_stream.register(commands)
+    cli_sync.register(commands)
     _add_debug(parser, False)
     return parser
 

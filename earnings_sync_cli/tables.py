@@ -84,13 +84,15 @@ def check_output_paths(outputs: Mapping[str, str | None], inputs: Sequence[str] 
             raise UsageError(f"{shown}: is one of the input files")
 
 
-def client(service: str, endpoint_url: str | None, *, max_attempts: int = 8) -> Any:
+def client(service: str, endpoint_url: str | None, *, max_attempts: int = 8, read_timeout: int = 30) -> Any:
     """A boto3 client for a command: an endpoint that is not a URL is a usage error, a dead one is
     reported after CONNECT_ATTEMPTS connection attempts."""
     from earnings_sync import aws  # lazy: loads boto3; keeps the CLI's start fast
 
     try:
-        return aws.client(service, max_attempts=max_attempts, endpoint_url=endpoint_url, connect_attempts=CONNECT_ATTEMPTS)
+        return aws.client(
+            service, max_attempts=max_attempts, endpoint_url=endpoint_url, connect_attempts=CONNECT_ATTEMPTS, read_timeout=read_timeout
+        )
     except ValueError as exc:  # botocore: "Invalid endpoint: ..."
         given = endpoint_url or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL") or ""
         raise UsageError(f"invalid endpoint URL {given!r}: expected http(s)://host[:port] ({exc})") from exc

@@ -5,10 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 
 from earnings_sync_local.lambda_runtime import REGION, patched_environ
+
+_told: set[str] = set()  # why moto runs stock, said once per process
+_told_lock = threading.Lock()
 
 
 def free_port() -> int:
@@ -17,31 +22,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _say_once(reason: str) -> None:
+    """One line on stderr the first time: a run on stock moto is slower but not wrong, so it goes on."""
+    with _told_lock:
+        if reason in _told:
+            return
+        _told.add(reason)
+    print(f"embedded emulator: {reason}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def embedded_emulator() -> Iterator[str]:
-    """A moto server on a free loopback port; yields its endpoint and points boto3 at it."""
+    """A moto server on a free loopback port; yields its endpoint and points boto3 at it.
+
+    moto runs with the speedups (costs closer to the real services, same answers; see
+    moto_speedups) while the server is up, and is stock again once it has stopped.
+    """
     from moto.server import ThreadedMotoServer
 
     from earnings_sync_local import moto_speedups
 
-    moto_speedups.install()  # costs closer to the real services, same answers (see the module)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    # moto keeps its state per process, shared by every server in it: start from a clean slate.
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).read()
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-    }
-    try:
-        with patched_environ(env):
-            yield endpoint
-    finally:
-        server.stop()
+    with moto_speedups.installed() as refused:
+        if refused is not None:
+            _say_once(refused)
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per request
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        endpoint = f"http://127.0.0.1:{port}"
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+        try:
+            # moto keeps its state per process, shared by every server in it: start from a clean slate.
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10).read()
+            with patched_environ(env):
+                yield endpoint
+        finally:
+            server.stop()  # before the speedups are undone: no request is in flight when moto changes back

@@ -51,6 +51,12 @@ OPERATIONS: Mapping[Handler, frozenset[str]] = {
             "dynamodb:Scan",  # calendar_table.scan_dates: the upcoming fallback, base table
         }
     ),
+    Handler.SYNC_MONITOR: frozenset(
+        {
+            "dynamodb:Query",  # ledger.SyncLedger.registrations_since and .entries (ledger table)
+            "dynamodb:UpdateItem",  # ledger.SyncLedger.mark_completed (ledger table)
+        }
+    ),
 }
 
 # API operations authorised by an IAM action of another name.

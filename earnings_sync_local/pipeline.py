@@ -514,7 +514,9 @@ class RunningEmulator:
                 f"emulator running at {self.endpoint} (Ctrl-C to stop)",
                 f"  queue {queue}, DLQ {dlq}, table {self.resources.table_name}",
                 "  from another terminal:",
-                f"    export AWS_ENDPOINT_URL={self.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION={REGION}",
+                # AWS_DEFAULT_REGION for plain boto3 scripts and the AWS CLI; AWS_REGION for the SDKs that read that
+                f"    export AWS_ENDPOINT_URL={self.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
+                f" AWS_DEFAULT_REGION={REGION} AWS_REGION={REGION}",
                 f"    earnings-sync dlq peek {dlq}",
                 f"  messages replayed into {queue} are consumed here, as the Lambda would.",
             ]

@@ -668,6 +668,8 @@ class LocalResources:
     # created that bus (ChangeEventBus) or the template names an existing one (ExistingEventBus).
     event_bus_name: str | None = None
     event_bus_created: bool = False
+    # logical id -> URL of every AWS::SQS::Queue (the four above, and any other the template declares)
+    queues: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
 
 # CloudFormation AWS::SQS::Queue property -> SQS attribute name. Anything else is rejected, so a
@@ -750,9 +752,9 @@ _TABLE_DIRECT = frozenset(
         "ProvisionedThroughput",
         "LocalSecondaryIndexes",
         "TableClass",
-        "DeletionProtectionEnabled",
     }
 )
+_TABLE_BOOLEANS = frozenset({"DeletionProtectionEnabled"})  # CloudFormation takes "true"/"false" text too
 _INDEX_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput")
 
 
@@ -764,6 +766,8 @@ def _table_request(properties: Mapping[str, Any], table_name: str, logical_id: s
             continue
         if name in _TABLE_DIRECT:
             request[name] = value
+        elif name in _TABLE_BOOLEANS:
+            request[name] = _boolean(value, f"{logical_id}.{name}")
         elif name == "GlobalSecondaryIndexes":
             request[name] = [{k: index[k] for k in _INDEX_KEYS if k in index} for index in value]
         elif name == "StreamSpecification":
@@ -781,6 +785,14 @@ def _table_request(properties: Mapping[str, Any], table_name: str, logical_id: s
         else:
             raise TemplateError(f"{logical_id}: property {name} is not supported locally")
     return request
+
+
+def _boolean(value: Any, where: str) -> bool:
+    """A CloudFormation Boolean: true/false, or its text (what a `Ref` to a String parameter gives)."""
+    text = _scalar_text(value, where).lower()
+    if text not in ("true", "false"):
+        raise TemplateError(f"{where}: expected true or false, got {value!r}")
+    return text == "true"
 
 
 def _unsupported(exc: Exception) -> bool:
@@ -909,6 +921,28 @@ def _create_event_bus(template: Mapping[str, Any], context: dict[str, Any], even
     return True
 
 
+_KNOWN_QUEUE_STEMS = {DLQ_ID: "earnings-dlq", QUEUE_ID: "earnings-queue", STREAM_FAILURE_QUEUE_ID: "earnings-stream-failures"}
+
+
+def _other_queue_stem(logical_id: str) -> str:
+    """`ProducerFailureQueue` → `earnings-producer-failure-queue`."""
+    return "earnings-" + re.sub(r"(?<!^)(?=[A-Z])", "-", logical_id).lower()
+
+
+def _template_queues(template: Mapping[str, Any]) -> list[str]:
+    return [i for i, r in (template.get("Resources") or {}).items() if isinstance(r, dict) and r.get("Type") == "AWS::SQS::Queue"]
+
+
+def _create_other_queues(template: Mapping[str, Any], context: dict[str, Any], sqs_client: Any, name_prefix: str) -> None:
+    """Every AWS::SQS::Queue but the queue and its DLQ: the stream failure queue, and any other (a
+    failure destination, say), created from its Properties so the local stack holds what the
+    template says."""
+    for logical_id in _template_queues(template):
+        if logical_id not in (DLQ_ID, QUEUE_ID):
+            stem = _KNOWN_QUEUE_STEMS.get(logical_id) or _other_queue_stem(logical_id)
+            _create_template_queue(template, context, sqs_client, logical_id, f"{name_prefix}{stem}")
+
+
 def _consumer_event(
     template: Mapping[str, Any], context: Mapping[str, Any], queue_arn: str, queue_properties: Mapping[str, Any]
 ) -> tuple[dict[str, Any], int]:
@@ -949,11 +983,13 @@ def create_resources(
 ) -> LocalResources:
     """Create the DLQ, the queue, the tables, the stream failure queue and the change-event bus from
     the template's own Properties, and read the stream consumer's mapping settings. Every
-    AWS::DynamoDB::Table is created (`LocalResources.tables`), EarningsTable first.
+    AWS::DynamoDB::Table is created (`LocalResources.tables`), EarningsTable first, and every other
+    AWS::SQS::Queue (`LocalResources.queues` has them all).
 
     Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`,
-    `earnings-stream-failures`, the resolved table and bus names) so several runs can share one
-    endpoint. Waits until the table is ACTIVE. `events_client` defaults to one on the SQS client's endpoint.
+    `earnings-stream-failures`, `earnings-<logical id in kebab case>` for the other queues, the
+    resolved table and bus names) so several runs can share one endpoint. Waits until the table is
+    ACTIVE. `events_client` defaults to one on the SQS client's endpoint.
     """
     context = build_context(
         template,
@@ -962,13 +998,13 @@ def create_resources(
         account_id=account_id,
         stack_name=f"{name_prefix}earnings-sync",
     )
-    dlq_url, dlq_arn, _ = _create_template_queue(template, context, sqs_client, DLQ_ID, f"{name_prefix}earnings-dlq")
+    dlq_url, dlq_arn, _ = _create_template_queue(template, context, sqs_client, DLQ_ID, f"{name_prefix}{_KNOWN_QUEUE_STEMS[DLQ_ID]}")
     queue_url, queue_arn, queue_properties = _create_template_queue(
-        template, context, sqs_client, QUEUE_ID, f"{name_prefix}earnings-queue"
+        template, context, sqs_client, QUEUE_ID, f"{name_prefix}{_KNOWN_QUEUE_STEMS[QUEUE_ID]}"
     )
     table, tables = _create_template_tables(template, context, dynamodb_client, name_prefix)
     sqs_event, max_receive_count = _consumer_event(template, context, queue_arn, queue_properties)
-    stream_failure_url, stream_failure_arn = _create_stream_failure_queue(template, context, sqs_client, name_prefix)
+    _create_other_queues(template, context, sqs_client, name_prefix)
     bus_created = _create_event_bus(template, context, events_client or sibling_client(sqs_client, "events"), name_prefix)
     stream_mapping = _stream_mapping(template, context, table.get("LatestStreamArn"))
     environments, handlers = _functions(template, context)
@@ -989,25 +1025,14 @@ def create_resources(
         queue_visibility_timeout=int(queue_properties.get("VisibilityTimeout", 30)),
         environments=MappingProxyType(environments),
         stream_mapping=stream_mapping,
-        stream_failure_queue_url=stream_failure_url,
-        stream_failure_queue_arn=stream_failure_arn,
+        stream_failure_queue_url=context["resources"].get(STREAM_FAILURE_QUEUE_ID),
+        stream_failure_queue_arn=context["attributes"].get(STREAM_FAILURE_QUEUE_ID, {}).get("Arn"),
         tables=MappingProxyType(tables),
         handlers=MappingProxyType(handlers),
         event_bus_name=environments.get(STREAM_CONSUMER_ID, {}).get("EVENT_BUS_NAME") or context["resources"].get(EVENT_BUS_ID),
         event_bus_created=bus_created,
+        queues=MappingProxyType({i: context["resources"][i] for i in _template_queues(template) if i in context["resources"]}),
     )
-
-
-def _create_stream_failure_queue(
-    template: Mapping[str, Any], context: dict[str, Any], sqs_client: Any, name_prefix: str
-) -> tuple[str | None, str | None]:
-    """StreamFailureQueue's URL and ARN, (None, None) when the template has none."""
-    if STREAM_FAILURE_QUEUE_ID not in (template.get("Resources") or {}):
-        return None, None
-    url, arn, _ = _create_template_queue(
-        template, context, sqs_client, STREAM_FAILURE_QUEUE_ID, f"{name_prefix}earnings-stream-failures"
-    )
-    return url, arn
 
 
 def _stream_mapping(template: Mapping[str, Any], context: Mapping[str, Any], stream_arn: str | None) -> StreamMapping | None:
@@ -1040,16 +1065,19 @@ def _stream_mapping(template: Mapping[str, Any], context: Mapping[str, Any], str
 
 def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client: Any, events_client: Any = None) -> None:
     """Remove what `create_resources` made (for runs sharing a long-lived endpoint); the bus goes
-    with the rules put on it."""
+    with the rules put on it. The template protects its tables from deletion; a local run's tables
+    are throwaway, so the protection is lifted first, as an operator would before deleting a table
+    by hand."""
     if resources.event_bus_created and resources.event_bus_name:
         _delete_event_bus(events_client or sibling_client(sqs_client, "events"), resources.event_bus_name)
-    for url in (resources.queue_url, resources.dlq_url, resources.stream_failure_queue_url):
-        if url is None:
-            continue
+    urls = [resources.queue_url, resources.dlq_url, resources.stream_failure_queue_url, *resources.queues.values()]
+    for url in dict.fromkeys(url for url in urls if url is not None):
         with contextlib.suppress(sqs_client.exceptions.QueueDoesNotExist):
             sqs_client.delete_queue(QueueUrl=url)
     for table_name in dict.fromkeys([resources.table_name, *resources.tables.values()]):
         try:
+            if dynamodb_client.describe_table(TableName=table_name)["Table"].get("DeletionProtectionEnabled"):
+                dynamodb_client.update_table(TableName=table_name, DeletionProtectionEnabled=False)
             dynamodb_client.delete_table(TableName=table_name)
         except dynamodb_client.exceptions.ResourceNotFoundException:
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.request
 from collections.abc import Iterator
@@ -11,9 +12,39 @@ from typing import Any
 import boto3
 import pytest
 
+from earnings_sync_local import moto_speedups
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CSV = ROOT / "samples" / "earnings_calendar_2025-07.csv"
 HEADER = "symbol,name,reportDate,fiscalDateEnding,estimate,currency"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def emulator_speedups() -> Iterator[contextlib.ExitStack]:
+    """Every test runs on moto as `earnings-sync local` runs it, speedups installed, whatever the order
+    or the selection of tests. A test that compares with moto's own answers asks for them with
+    `moto_speedups.moto_as_shipped()`; one that installs and restores the speedups itself asks for
+    `moto_uninstalled`."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(moto_speedups.installed())
+        yield stack
+
+
+@pytest.fixture
+def moto_uninstalled(emulator_speedups: contextlib.ExitStack) -> Iterator[pytest.MonkeyPatch]:
+    """Stock moto with no `installed()` block open for the test; the session's block again after it.
+
+    Yields a MonkeyPatch for changing moto's version or shape: it is undone before the session's
+    block is reopened (the `monkeypatch` fixture would be undone after, and the fence would refuse).
+    """
+    session_refusal = moto_speedups.refusal()
+    emulator_speedups.close()
+    try:
+        with pytest.MonkeyPatch.context() as moto_changes:
+            yield moto_changes
+    finally:
+        reopened = emulator_speedups.enter_context(moto_speedups.installed())
+        assert reopened == session_refusal, f"the rest of the session would run on another emulator: {reopened}"
 
 
 @pytest.fixture(autouse=True)

@@ -70,3 +70,41 @@ def sync_id_for(synced_at: str, n: int = 0) -> str:
     from earnings_sync.sync_identity import compact
 
     return f"{compact(synced_at)}-{n:08x}"
+
+
+class FakeAlphaVantage:
+    """AlphaVantage's query endpoint on 127.0.0.1 (a real HTTP server, for handlers that fetch by
+    URL): every GET is answered with `body`, and its query string is kept."""
+
+    def __init__(self, body: bytes) -> None:
+        import http.server
+
+        self.body = body
+        self.queries: list[dict[str, list[str]]] = []
+        fake = self
+
+        class Answer(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                import urllib.parse
+
+                fake.queries.append(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-download")
+                self.end_headers()
+                self.wfile.write(fake.body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/query"
+
+    def __enter__(self) -> FakeAlphaVantage:
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -14,6 +14,7 @@ package`'s `build/lambda` (code and dependencies), picked when `/_localstack/inf
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -36,6 +37,10 @@ CODE_PACKAGES = ("earnings_sync", "producers", "consumers", "queries")
 PACKAGED_CODE = ROOT / "build" / "lambda"
 REGION = "us-east-1"
 FAILED_STATES = {"CREATE_FAILED", "ROLLBACK_IN_PROGRESS", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE"}
+# A test stack is throwaway: its tables without deletion protection, so they can be deleted after
+# the stack (the template retains them on delete: DeletionPolicy Retain).
+TEST_STACK_PARAMETERS = {"TableDeletionProtection": "false"}
+RETAINED_TABLE_OUTPUTS = ("TableName", "SyncLedgerTableName")
 
 
 class DeployError(Exception):
@@ -124,7 +129,8 @@ class DeployedStack:
         return self._clients.client(service)
 
     def delete(self, timeout: float = 60) -> None:
-        """Delete the stack and the code bucket; LocalStack has no reset, so nothing may linger."""
+        """Delete the stack, the tables it retains and the code bucket; LocalStack has no reset, so
+        nothing may linger."""
         cloudformation = self.client("cloudformation")
         cloudformation.delete_stack(StackName=self.name)
         deadline = time.monotonic() + timeout
@@ -136,7 +142,22 @@ class DeployedStack:
             if status in {"DELETE_COMPLETE", "DELETE_FAILED"}:
                 break
             time.sleep(0.5)
+        self.delete_retained_tables()
         empty_bucket(self.client("s3"), self.code_bucket, delete=True)
+
+    def retained_tables(self) -> list[str]:
+        """The stack's tables: from its outputs, or, when it failed before it had any, from the
+        TableName it was given (the ledger's name follows from it)."""
+        if all(output in self.outputs for output in RETAINED_TABLE_OUTPUTS):
+            return [self.outputs[output] for output in RETAINED_TABLE_OUTPUTS]
+        base = self.parameters.get("TableName")
+        return [base, f"{base}-sync-ledger"] if base else []
+
+    def delete_retained_tables(self) -> None:
+        dynamodb = self.client("dynamodb")
+        for table_name in self.retained_tables():
+            with contextlib.suppress(dynamodb.exceptions.ResourceNotFoundException):
+                dynamodb.delete_table(TableName=table_name)
 
 
 def empty_bucket(s3: Any, bucket: str, *, delete: bool = False) -> None:
@@ -186,7 +207,7 @@ def deploy_stack(
     bucket, key = f"{name}-code", f"lambda-{suffix}.zip"
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key=key, Body=lambda_code(endpoint))
-    params = dict(parameters or {})
+    params = {**TEST_STACK_PARAMETERS, **(parameters or {})}
     stack = DeployedStack(endpoint, name, params, {}, bucket, 0.0, ls)
     try:
         cloudformation.create_stack(

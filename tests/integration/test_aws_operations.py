@@ -30,7 +30,7 @@ from earnings_sync_local import iam
 from earnings_sync_local.lambda_runtime import LambdaContext, invoke
 from earnings_sync_local.sqs_mapping import SqsEventSource
 from producers import app as producer_app
-from queries import upcoming_query
+from queries import sync_monitor, upcoming_query
 from tests.conftest import csv_text
 from tests.helpers import Faults, dynamodb_error
 from tests.integration.stream_support import StreamReader
@@ -41,6 +41,7 @@ FUNCTION_OF = {
     Handler.CONSUMER: "ConsumerFunction",
     Handler.STREAM_CONSUMER: "StreamConsumerFunction",
     Handler.UPCOMING: "UpcomingFunction",
+    Handler.SYNC_MONITOR: "SyncMonitorFunction",
 }
 OLD, NEW = "2025-07-18T06:00:00.000000Z", "2025-07-19T06:00:00.000000Z"
 
@@ -275,3 +276,22 @@ def test_the_upcoming_reader_calls_exactly_what_its_role_grants(
 
     assert recorded[Handler.UPCOMING] == iam.OPERATIONS[Handler.UPCOMING]
     emitted.check(Handler.UPCOMING)
+
+
+def test_the_sync_monitor_calls_exactly_what_its_role_grants(
+    env: dict[str, Any], recorded: dict[Handler, set[str]], emitted: Emitted, tmp_path: Path,
+) -> None:
+    # a sync of now, not consumed yet: the registry's newest syncs and the sync's entries (Query)
+    path = tmp_path / "now.csv"
+    path.write_text(rows(("AAA", "2025-08-01", "1.00")))
+    _, _, error = emitted.call(Handler.PRODUCER, producer_app.lambda_handler, {"path": str(path)}, 300)
+    assert error is None, error
+    watch, metrics, error = emitted.call(Handler.SYNC_MONITOR, sync_monitor.lambda_handler, {}, 60)
+    assert error is None and watch["pending"] == 1 and metrics[M.SYNC_COMPLETIONS] == 0
+    # consumed: the ledger is complete and the registry item is marked (UpdateItem), once
+    consume(env, emitted)
+    watch, metrics, error = emitted.call(Handler.SYNC_MONITOR, sync_monitor.lambda_handler, {}, 60)
+    assert error is None and watch["complete"] == 1 and metrics[M.SYNC_COMPLETIONS] == 1
+
+    assert recorded[Handler.SYNC_MONITOR] == iam.OPERATIONS[Handler.SYNC_MONITOR]
+    emitted.check(Handler.SYNC_MONITOR)

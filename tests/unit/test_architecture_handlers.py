@@ -56,6 +56,10 @@ NOT_LOADED = {
         "aws_lambda_powertools.utilities.batch", "earnings_sync.producer", "earnings_sync.consumer", "earnings_sync.stream",
         "earnings_sync.ledger",
     ),
+    Handler.SYNC_MONITOR: (
+        "aws_lambda_powertools.utilities.batch", "earnings_sync.producer", "earnings_sync.sources", "earnings_sync.consumer",
+        "earnings_sync.stream", "earnings_sync.upcoming",
+    ),
 }
 
 

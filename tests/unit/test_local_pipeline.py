@@ -13,8 +13,9 @@ import pytest
 import consumers.sqs_consumer
 import consumers.stream_consumer
 import producers.app
+import queries.sync_monitor
 import queries.upcoming_query
-from earnings_sync_local.pipeline import LocalPipeline, import_handler
+from earnings_sync_local.pipeline import LocalPipeline, RunningEmulator, import_handler
 from earnings_sync_local.template import (
     CONSUMER_ID,
     PRODUCER_ID,
@@ -69,6 +70,7 @@ def test_the_template_s_handlers_are_the_entry_points() -> None:
         CONSUMER_ID: consumers.sqs_consumer.lambda_handler,
         STREAM_CONSUMER_ID: consumers.stream_consumer.lambda_handler,
         "UpcomingFunction": queries.upcoming_query.lambda_handler,
+        "SyncMonitorFunction": queries.sync_monitor.lambda_handler,
     }
     assert set(named) == set(expected)
     for logical_id, handler in expected.items():
@@ -151,3 +153,14 @@ def test_the_stream_consumer_comes_from_its_mapping_s_function() -> None:
     pipeline = LocalPipeline(wired, sqs=None, streams=object())
     assert pipeline.streams is not None and pipeline.streams.handler is recording_consumer
     assert pipeline.streams.function_name == STREAM_CONSUMER_ID
+
+
+def test_serve_tells_other_terminals_the_region_plain_boto3_reads() -> None:
+    """boto3 and the AWS CLI read AWS_DEFAULT_REGION; AWS_REGION alone leaves a plain script without a region."""
+    queues = resources(**{PRODUCER_ID: "producers.app.lambda_handler"})
+    text = RunningEmulator("http://127.0.0.1:4566", queues, source=None).describe()
+    (export,) = [line.strip() for line in text.splitlines() if line.strip().startswith("export ")]
+    assert export.split()[1:] == [
+        "AWS_ENDPOINT_URL=http://127.0.0.1:4566", "AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing",
+        "AWS_DEFAULT_REGION=us-east-1", "AWS_REGION=us-east-1",
+    ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from earnings_sync_local.template import (
@@ -411,8 +412,17 @@ def test_create_resources_builds_what_the_template_says(template: dict, aws) -> 
     assert "lastSyncDate" not in gsi["Projection"]["NonKeyAttributes"]  # confirmations cost no index write
     assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
     assert table["LatestStreamArn"] == res.stream_arn and res.table_arn == table["TableArn"]
-    backups = dynamodb.describe_continuous_backups(TableName=res.table_name)["ContinuousBackupsDescription"]
-    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+    for table_name in res.tables.values():  # both tables: point-in-time recovery, deletion protection
+        backups = dynamodb.describe_continuous_backups(TableName=table_name)["ContinuousBackupsDescription"]
+        assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED", table_name
+        assert dynamodb.describe_table(TableName=table_name)["Table"]["DeletionProtectionEnabled"] is True, table_name
+    with pytest.raises(ClientError, match="DeletionProtectionEnabled"):
+        dynamodb.delete_table(TableName=res.table_name)
+    # every queue of the template, the producer's failure destination included, as the template says
+    assert set(res.queues) == {i for i, r in template["Resources"].items() if r["Type"] == "AWS::SQS::Queue"}
+    failures = sqs.get_queue_attributes(QueueUrl=res.queues["ProducerFailureQueue"], AttributeNames=["All"])["Attributes"]
+    assert res.queues["ProducerFailureQueue"].endswith("/unit-earnings-producer-failure-queue")
+    assert int(failures["MessageRetentionPeriod"]) == 1209600 and failures["SqsManagedSseEnabled"] == "true"
 
     assert res.max_receive_count == max_receive
     assert res.consumer_batch_size == 10
@@ -463,9 +473,18 @@ def test_runs_with_different_prefixes_share_an_endpoint_and_reruns_reuse(templat
     delete_resources(first, dynamodb, sqs)
     assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(second.tables.values())
     assert second.tables == {"EarningsTable": "b-earningsCalendar", "SyncLedgerTable": "b-earningsCalendar-sync-ledger"}
-    assert sorted(sqs.list_queues()["QueueUrls"]) == sorted(
-        [second.queue_url, second.dlq_url, second.stream_failure_queue_url]
-    )
+    assert sorted(sqs.list_queues()["QueueUrls"]) == sorted(second.queues.values())
+    assert set(second.queues) == {"EarningsDLQ", "EarningsQueue", "StreamFailureQueue", "ProducerFailureQueue"}
+
+
+def test_deletion_protection_follows_its_parameter(template: dict, aws) -> None:
+    dynamodb, sqs = aws
+    res = create_resources(template, dynamodb, sqs, name_prefix="off-", parameter_overrides={"TableDeletionProtection": "false"})
+    assert {dynamodb.describe_table(TableName=name)["Table"]["DeletionProtectionEnabled"] for name in res.tables.values()} == {False}
+    changed = copy.deepcopy(template)
+    changed["Resources"]["EarningsTable"]["Properties"]["DeletionProtectionEnabled"] = "yes"
+    with pytest.raises(TemplateError, match="EarningsTable.DeletionProtectionEnabled: expected true or false"):
+        create_resources(changed, dynamodb, sqs, name_prefix="bad-")
 
 
 def test_table_name_override(template: dict, aws) -> None:

@@ -33,6 +33,7 @@ from earnings_sync.observability import (
     emit_memory_metrics,
     emit_producer_metrics,
     emit_stream_metrics,
+    emit_sync_watch_metrics,
     emit_upcoming_metrics,
     emit_upcoming_request,
     spec_for,
@@ -110,11 +111,26 @@ def fake_context(template: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- cfn-lint and SAM
 
 
+# Informational checks included (`cfn-lint -c I`): I3011 asks every stateful resource to say what
+# happens to it on delete and on replacement.
+LINT_CONFIG: dict[str, Any] = {"regions": ["us-east-1"], "include_checks": ["I"]}
+
+
 def test_cfn_lint_reports_nothing() -> None:
     from cfnlint.api import ManualArgs, lint_file
 
-    matches = lint_file(DEFAULT_TEMPLATE, config=ManualArgs(regions=["us-east-1"]))
+    matches = lint_file(DEFAULT_TEMPLATE, config=ManualArgs(**LINT_CONFIG))
     assert [str(match) for match in matches] == []
+
+
+def test_cfn_lint_s_informational_checks_are_on() -> None:
+    """A table without its deletion policies is reported: `-c I` is really in force above."""
+    from cfnlint.api import ManualArgs, lint
+
+    text = DEFAULT_TEMPLATE.read_text()
+    bare = text.replace("    DeletionPolicy: Retain\n    UpdateReplacePolicy: Retain\n", "", 1)
+    assert bare != text
+    assert any("I3011" in str(match) for match in lint(bare, config=ManualArgs(**LINT_CONFIG)))
 
 
 def test_cfn_lint_would_catch_a_broken_alarm() -> None:
@@ -124,7 +140,7 @@ def test_cfn_lint_would_catch_a_broken_alarm() -> None:
     text = DEFAULT_TEMPLATE.read_text()
     broken = text.replace("Value: !GetAtt EarningsDLQ.QueueName", "Value: !GetAtt NoSuchQueue.QueueName", 1)
     assert broken != text
-    assert any("NoSuchQueue" in str(match) for match in lint(broken, config=ManualArgs(regions=["us-east-1"])))
+    assert any("NoSuchQueue" in str(match) for match in lint(broken, config=ManualArgs(**LINT_CONFIG)))
 
 
 def test_every_parameter_has_a_default_so_a_guided_deploy_needs_no_edit(template: dict[str, Any]) -> None:
@@ -182,8 +198,12 @@ def role_statements(translated: dict[str, Any], role_id: str) -> list[dict[str, 
 
 
 def mapping_needs(template: dict[str, Any], function_id: str) -> set[str]:
-    """The actions the function's event source mappings use with its role (polling, on-failure)."""
+    """The actions Lambda itself takes with the function's role: the event source mappings' polling
+    and on-failure sends, and the on-failure destination of asynchronous invocations."""
     needed: set[str] = set()
+    invoke_config = template["Resources"][function_id]["Properties"].get("EventInvokeConfig") or {}
+    if (invoke_config.get("DestinationConfig") or {}).get("OnFailure", {}).get("Type") == "SQS":
+        needed.add("sqs:SendMessage")
     for resource in template["Resources"].values():
         properties = resource.get("Properties") or {}
         if resource["Type"] != MAPPING or properties["FunctionName"] != {"Ref": function_id}:
@@ -266,6 +286,72 @@ def test_the_polling_actions_name_the_one_queue_and_the_one_stream(translated: d
     }
 
 
+# --------------------------------------------------------------------------- data protection, encryption, failures
+
+
+def test_both_tables_outlive_the_stack_with_deletion_protection_and_backups(template: dict[str, Any]) -> None:
+    for table_id in ("EarningsTable", "SyncLedgerTable"):
+        resource = template["Resources"][table_id]
+        assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain", table_id
+        properties = resource["Properties"]
+        assert properties["DeletionProtectionEnabled"] == {"Ref": "TableDeletionProtection"}, table_id
+        assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, table_id
+    assert build_context(template)["parameters"]["TableDeletionProtection"] == "true"  # on unless a test stack says so
+    off = build_context(template, parameter_overrides={"TableDeletionProtection": "false"})
+    assert off["parameters"]["TableDeletionProtection"] == "false"
+
+
+def test_the_localstack_tier_can_delete_what_the_template_retains(template: dict[str, Any]) -> None:
+    """Its stacks turn deletion protection off and delete the retained tables after the stack."""
+    from tests.e2e.localstack_stack import RETAINED_TABLE_OUTPUTS, TEST_STACK_PARAMETERS, DeployedStack
+
+    assert build_context(template, parameter_overrides=TEST_STACK_PARAMETERS)["parameters"]["TableDeletionProtection"] == "false"
+    retained = {i for i, r in template["Resources"].items() if r.get("DeletionPolicy") == "Retain"}
+    assert {template["Outputs"][output]["Value"]["Ref"] for output in RETAINED_TABLE_OUTPUTS} == retained
+    failed_early = DeployedStack("http://x", "s", {"TableName": "t-1"}, {}, "b", 0.0, None)  # type: ignore[arg-type]
+    assert failed_early.retained_tables() == ["t-1", "t-1-sync-ledger"]
+    assert template["Resources"]["SyncLedgerTable"]["Properties"]["TableName"] == {"Fn::Sub": "${TableName}-sync-ledger"}
+
+
+def test_the_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(template: dict[str, Any]) -> None:
+    """Not the AWS-managed alias/aws/sns: its policy does not let CloudWatch use it, and cannot be
+    edited, so alarms could not publish."""
+    resources = template["Resources"]
+    assert resources["AlarmTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "AlarmTopicKey"}
+    key = resources["AlarmTopicKey"]["Properties"]
+    assert resources["AlarmTopicKey"]["Type"] == "AWS::KMS::Key" and key["EnableKeyRotation"] is True
+    statements = key["KeyPolicy"]["Statement"]
+    (grant,) = [s for s in statements if s["Principal"].get("Service") == "cloudwatch.amazonaws.com"]
+    assert grant["Effect"] == "Allow" and sorted(grant["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert all("*" not in json.dumps(s["Principal"]) for s in statements)
+
+
+def test_failed_asynchronous_producer_invocations_go_to_a_queue_of_their_own(
+    template: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    config = template["Resources"]["ProducerFunction"]["Properties"]["EventInvokeConfig"]
+    failure_queue = {"Fn::GetAtt": ["ProducerFailureQueue", "Arn"]}
+    assert config["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": failure_queue}
+    assert template["Resources"]["ProducerFailureQueue"]["Properties"]["SqsManagedSseEnabled"] is True
+    (invoke_config,) = [r for r in translated["Resources"].values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"]
+    assert invoke_config["Properties"]["FunctionName"] == {"Ref": "ProducerFunction"}
+    statements = role_statements(translated, "ProducerFunctionRole")
+    sends = [s["Resource"] for s in statements if "sqs:SendMessage" in _listed(s["Action"])]
+    assert sorted(sends, key=json.dumps) == sorted([{"Fn::GetAtt": ["EarningsQueue", "Arn"]}, failure_queue], key=json.dumps)
+
+
+def test_the_sync_monitor_runs_at_least_hourly_and_only_reads_and_marks_the_ledger(
+    template: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    default = template["Parameters"]["SyncMonitorSchedule"]["Default"]
+    number, unit = re.fullmatch(r"rate\((\d+) (minutes?|hours?)\)", default).groups()
+    assert int(number) * (60 if unit.startswith("hour") else 1) <= 60
+    statements = role_statements(translated, "SyncMonitorFunctionRole")
+    assert [(sorted(_listed(s["Action"])), s["Resource"]) for s in statements] == [
+        (["dynamodb:Query", "dynamodb:UpdateItem"], {"Fn::GetAtt": ["SyncLedgerTable", "Arn"]})
+    ]
+
+
 # --------------------------------------------------------------------------- metrics and alarms
 
 
@@ -301,6 +387,10 @@ def test_the_registry_states_the_dimensions_and_emitters_the_emf_really_carries(
         "rows": 3, "rejected_total": 1, "rejected": {"bad_symbol": 1}, "duplicates": 0, "records_enqueued": 2,
         "messages_sent": 1, "failed_messages": [], "send_retries": 0, "duration_ms": 5.0,
     }
+    from earnings_sync.sync_watch import SyncWatch, WatchedSync
+
+    watch = SyncWatch("2025-07-19T08:00:00.000000Z", "2025-07-18T06:00:00.000000Z")
+    watch.syncs.append(WatchedSync("s", "2025-07-19T06:00:00.000000Z", 120.0, "complete", "complete", newly_complete=True))
     context = LambdaContext("AnyFunction", 30)
     by_handler = {
         Handler.PRODUCER: lambda m: (emit_producer_metrics(m, report, 1), emit_memory_metrics(m, context)),
@@ -311,6 +401,7 @@ def test_the_registry_states_the_dimensions_and_emitters_the_emf_really_carries(
             emit_upcoming_metrics(m, UpcomingResult(queries=2)),
             emit_memory_metrics(m, context),
         ),
+        Handler.SYNC_MONITOR: lambda m: (emit_sync_watch_metrics(m, watch), emit_memory_metrics(m, context)),
     }
     seen: dict[Handler, set[str]] = {}
     for handler, emit in by_handler.items():
@@ -399,6 +490,11 @@ def test_every_alarm_watches_a_metric_that_is_really_published(template: dict[st
                 assert resources[target]["Type"] == resource_type, alarm_id
 
 
+# The one alarm whose silence is the incident: no completion published means no sync completed (or
+# the monitor did not run).
+MISSING_DATA_BREACHES = {"NoCompletedSyncAlarm"}
+
+
 def test_every_alarm_notifies_the_topic_and_stays_quiet_without_data(template: dict[str, Any]) -> None:
     for alarm_id, alarm in template["Resources"].items():
         if alarm["Type"] != ALARM:
@@ -406,32 +502,63 @@ def test_every_alarm_notifies_the_topic_and_stays_quiet_without_data(template: d
         properties = alarm["Properties"]
         assert properties["AlarmActions"] == [{"Ref": "AlarmTopic"}], alarm_id
         assert properties["OKActions"] == [{"Ref": "AlarmTopic"}], alarm_id
-        assert properties["TreatMissingData"] == "notBreaching", alarm_id
+        expected = "breaching" if alarm_id in MISSING_DATA_BREACHES else "notBreaching"
+        assert properties["TreatMissingData"] == expected, alarm_id
     subscription = template["Resources"]["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
 
 
-@pytest.mark.parametrize(
-    ("alarm_id", "metrics", "threshold"),
-    [
-        ("WriteFailureRateAlarm", {M.WRITE_FAILURES, M.RECORDS_WRITTEN, M.RECORDS_UNCHANGED, M.STALE_SYNC_SKIPPED}, 5),
-        ("BatchDurationAlarm", {M.BATCH_DURATION, M.STREAM_BATCH_DURATION}, 45000),
-        ("UpcomingQueryFailureRateAlarm", {M.UPCOMING_INDEX_FAILURES, M.UPCOMING_REQUEST_FAILURES, M.UPCOMING_REQUESTS}, 10),
-        ("ConsistencyFailureRateAlarm", {M.VALIDATION_FAILED, M.VALIDATION_PASSED}, 5),
-        ("MemoryUtilizationAlarm", {M.MEMORY_UTILIZATION}, 80),
-        ("RetryExhaustedAlarm", {M.RETRY_EXHAUSTED}, 0),
-        ("DlqNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, 0),
-        ("StreamFailureQueueNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, 0),
-        ("StreamIteratorAgeAlarm", {"IteratorAge"}, 300000),
-        ("ChangeEventPublishFailuresAlarm", {M.CHANGE_EVENT_PUBLISH_FAILURES}, 0),
-    ],
-)
-def test_the_alarm_set(template: dict[str, Any], alarm_id: str, metrics: set[str], threshold: float) -> None:
+_GT, _GE, _LT = "GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold"
+ALARM_SET = [
+    ("WriteFailureRateAlarm", {M.WRITE_FAILURES, M.RECORDS_WRITTEN, M.RECORDS_UNCHANGED, M.STALE_SYNC_SKIPPED}, _GT, 5),
+    ("BatchDurationAlarm", {M.BATCH_DURATION, M.STREAM_BATCH_DURATION}, _GT, 45000),
+    ("UpcomingQueryFailureRateAlarm", {M.UPCOMING_INDEX_FAILURES, M.UPCOMING_REQUEST_FAILURES, M.UPCOMING_REQUESTS}, _GT, 10),
+    ("ConsistencyFailureRateAlarm", {M.VALIDATION_FAILED, M.VALIDATION_PASSED}, _GT, 5),
+    ("MemoryUtilizationAlarm", {M.MEMORY_UTILIZATION}, _GT, 80),
+    ("RetryExhaustedAlarm", {M.RETRY_EXHAUSTED}, _GT, 0),
+    ("DlqNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, _GT, 0),
+    ("StreamFailureQueueNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, _GT, 0),
+    ("StreamIteratorAgeAlarm", {"IteratorAge"}, _GT, 300000),
+    ("ChangeEventPublishFailuresAlarm", {M.CHANGE_EVENT_PUBLISH_FAILURES}, _GT, 0),
+    # the start of the pipeline: a sync that fails, never happens or never completes
+    ("ProducerErrorsAlarm", {"Errors"}, _GE, 1),
+    ("UpstreamErrorsAlarm", {M.UPSTREAM_ERRORS}, _GE, 1),
+    ("EnqueueFailuresAlarm", {M.ENQUEUE_FAILURES}, _GE, 1),
+    ("ProducerFailureQueueNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, _GT, 0),
+    ("NoCompletedSyncAlarm", {M.SYNC_COMPLETIONS}, _LT, 1),
+    ("SyncIncompleteAlarm", {M.SYNCS_INCOMPLETE}, _GE, 1),
+]
+
+
+@pytest.mark.parametrize(("alarm_id", "metrics", "operator", "threshold"), ALARM_SET)
+def test_the_alarm_set(template: dict[str, Any], alarm_id: str, metrics: set[str], operator: str, threshold: float) -> None:
     alarm = template["Resources"][alarm_id]
     assert {m["MetricName"] for _, m, _ in alarm_metrics(alarm)} == metrics
     assert alarm["Properties"]["Threshold"] == threshold
-    assert alarm["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["Properties"]["ComparisonOperator"] == operator
+
+
+def test_the_alarm_set_is_every_alarm(template: dict[str, Any]) -> None:
+    assert {alarm_id for alarm_id, *_ in ALARM_SET} == {i for i, r in template["Resources"].items() if r["Type"] == ALARM}
+
+
+def test_the_sync_alarms_watch_the_producer_and_the_monitor(template: dict[str, Any]) -> None:
+    """Which function or queue each AWS-metric alarm names, and the missing-sync alarm's 26 hours:
+    hourly periods, all of them breaching, as wide as the monitor's window."""
+    from earnings_sync.sync_watch import DEFAULT_GRACE, DEFAULT_WINDOW
+
+    resources = template["Resources"]
+    assert resources["ProducerErrorsAlarm"]["Properties"]["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "ProducerFunction"}}]
+    (queue,) = resources["ProducerFailureQueueNotEmptyAlarm"]["Properties"]["Dimensions"]
+    assert queue["Value"] == {"Fn::GetAtt": ["ProducerFailureQueue", "QueueName"]}
+    missing = resources["NoCompletedSyncAlarm"]["Properties"]
+    assert missing["Period"] * missing["EvaluationPeriods"] == DEFAULT_WINDOW.total_seconds() == 26 * 3600
+    assert missing["DatapointsToAlarm"] == missing["EvaluationPeriods"] and missing["Statistic"] == "Sum"
+    # CloudWatch refuses an evaluation range over one day for periods under an hour, and over 7 days.
+    assert missing["Period"] >= 3600 and missing["Period"] * missing["EvaluationPeriods"] <= 7 * 86400
+    incomplete = resources["SyncIncompleteAlarm"]["Properties"]
+    assert incomplete["Period"] == DEFAULT_GRACE.total_seconds() and incomplete["Statistic"] == "Maximum"
 
 
 def test_the_rate_alarms_compute_the_documented_ratios(template: dict[str, Any]) -> None:
@@ -474,6 +601,33 @@ def test_the_dashboard_shows_every_alarm_and_only_published_metrics(template: di
 
 
 # --------------------------------------------------------------------------- docs
+
+
+def test_the_readme_and_the_template_give_the_conditional_path_the_same_cost(template: dict[str, Any]) -> None:
+    description = " ".join(template["Parameters"]["WriteMode"]["Description"].split())
+    (factor,) = re.findall(r"about (\d+)x the requests", description)
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert re.findall(r"about (\d+)× the requests", readme) == [factor]
+
+
+PERMISSION_ROWS = {
+    Handler.PRODUCER: "producer",
+    Handler.CONSUMER: "consumer",
+    Handler.STREAM_CONSUMER: "stream consumer",
+    Handler.UPCOMING: "upcoming reader",
+    Handler.SYNC_MONITOR: "sync monitor",
+}
+
+
+def test_the_operations_guide_lists_every_action_each_role_is_granted(template: dict[str, Any]) -> None:
+    """docs/operations.md, "Permissions": one row per function naming every action its role has."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    section = guide[guide.index("## Permissions") :]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    for function_id, handler in functions(template).items():
+        row = rows[PERMISSION_ROWS[handler]]
+        for action in sorted(iam.iam_actions(handler) | mapping_needs(template, function_id)):
+            assert f"`{action}`" in row or f"`{action.split(':')[1]}`" in row, (handler, action)
 
 
 def test_the_operations_guide_covers_every_metric_and_alarm(template: dict[str, Any]) -> None:
