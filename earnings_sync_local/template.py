@@ -981,15 +981,10 @@ def create_resources(
     account_id: str = DEFAULT_ACCOUNT_ID,
     events_client: Any = None,
 ) -> LocalResources:
-    """Create the DLQ, the queue, the tables, the stream failure queue and the change-event bus from
-    the template's own Properties, and read the stream consumer's mapping settings. Every
-    AWS::DynamoDB::Table is created (`LocalResources.tables`), EarningsTable first, and every other
-    AWS::SQS::Queue (`LocalResources.queues` has them all).
-
-    Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`,
-    `earnings-stream-failures`, `earnings-<logical id in kebab case>` for the other queues, the
-    resolved table and bus names) so several runs can share one endpoint. Waits until the table is
-    ACTIVE. `events_client` defaults to one on the SQS client's endpoint.
+    """Every table, queue (`LocalResources.queues`) and the change-event bus of the template, from
+    their own Properties, and the mappings' settings. Names are `name_prefix` + a fixed stem
+    (`earnings-dlq`, `earnings-queue`, `earnings-<logical id in kebab case>`, the resolved table and
+    bus names) so runs can share one endpoint. `events_client`: by default on the SQS endpoint.
     """
     context = build_context(
         template,

@@ -596,7 +596,10 @@ def test_the_dashboard_shows_every_alarm_and_only_published_metrics(template: di
                 assert name in allowed and dimension == expected_dimension
                 owners = [i for i in template["Resources"] if value in (f"{i}-id", f"{i}-name")]
                 assert owners and template["Resources"][owners[0]]["Type"] == resource_type, value
-    for must in (M.RECORDS_WRITTEN, M.WRITE_FAILURES, M.BATCH_DURATION, M.THROTTLES, M.VALIDATION_FAILED, M.UPCOMING_SCAN_FALLBACKS, M.MEMORY_UTILIZATION):
+    for must in (
+        M.RECORDS_WRITTEN, M.WRITE_FAILURES, M.BATCH_DURATION, M.THROTTLES, M.VALIDATION_FAILED, M.UPCOMING_SCAN_FALLBACKS,
+        M.MEMORY_UTILIZATION, M.INVALID_MESSAGES, M.CHANGE_EVENTS_PUBLISHED, M.CHANGE_EVENT_PUBLISH_FAILURES,
+    ):
         assert must in names
 
 
