@@ -1,5 +1,5 @@
 """Stream consumer Lambda: `earningsCalendar` change records → validation, superseded-date cleanup,
-regression repair; partial batch failures are reported by sequence number."""
+regression repair, change events on EventBridge; partial batch failures are reported by sequence number."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from earnings_sync import aws
 from earnings_sync.calendar_table import CalendarTable
+from earnings_sync.change_events import EventBridgePublisher
 from earnings_sync.consistency import item_key
 from earnings_sync.lambda_setup import batch_processor, observed_function
 from earnings_sync.ledger import SyncLedger
@@ -27,7 +28,11 @@ processor = batch_processor(EventType.DynamoDBStreams)
 def build_processor(settings: Settings) -> StreamProcessor:
     client = aws.client("dynamodb", max_attempts=settings.aws_max_attempts)
     sole_sync = SyncLedger(client, settings.ledger_table).sole_sync() if settings.ledger_table else None
-    return StreamProcessor(CalendarTable(client, settings.table_name), sole_sync)
+    publisher = None
+    if settings.event_bus_name:
+        events = aws.client("events", max_attempts=settings.aws_max_attempts)
+        publisher = EventBridgePublisher(events, settings.event_bus_name, attempts=settings.write_attempts)
+    return StreamProcessor(CalendarTable(client, settings.table_name), sole_sync, publisher=publisher)
 
 
 @observed.handler
@@ -47,6 +52,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     with aws.counting_throttles(stream.client) as throttles:
         try:
             response = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+            response = stream.finish(response, batch.tally)  # the last events; records whose events did not go out
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
             emit_stream_metrics(metrics, batch.tally, duration_ms, throttles.count)

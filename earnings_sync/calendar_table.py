@@ -35,6 +35,9 @@ DATE = "earnings_date"  # sort key
 FISCAL_DATE = "fiscal_date_ending"
 LAST_SYNC_DATE = "lastSyncDate"  # synced_at of the newest sync that wrote or confirmed the item
 SYNC_ID = "sync_id"  # that sync's id
+# Set by the regression guard's restore: the lastSyncDate of the write it undid. Bookkeeping, like the
+# two above; it tells the restore's own stream record from a sync's write (change events skip it).
+RESTORED_OVER = "restoredOver"
 KEY_FIELDS = (SYMBOL, DATE)
 CONTENT_FIELDS = ("company_name", FISCAL_DATE, "estimate", "currency", "time_of_the_day")
 ITEM_FIELDS = (*KEY_FIELDS, *CONTENT_FIELDS, LAST_SYNC_DATE, SYNC_ID)
@@ -332,11 +335,12 @@ class CalendarTable:
 
     # -- the stream consumer's repairs and the audit's cleanups -------------------------------
     def restore(self, image: Item, regressed_sync: str, log: RequestLog) -> bool:
-        """Put `image` back while the item still carries `regressed_sync`; False when it has moved on."""
+        """Put `image` back while the item still carries `regressed_sync`; False when it has moved on.
+        The image goes back marked `restoredOver` = `regressed_sync`."""
         try:
             self.client.put_item(
                 TableName=self.table_name,
-                Item=image,
+                Item={**image, RESTORED_OVER: {"S": regressed_sync}},
                 ConditionExpression=f"{LAST_SYNC_DATE} = :regressed",
                 ExpressionAttributeValues={":regressed": {"S": regressed_sync}},
             )

@@ -11,9 +11,10 @@ Rule names are stable strings: they become metric names (`ValidationFailed_<rule
 `bad_sync_date` needs the strict form of a real time (sync_identity.is_synced_at); whether that time
 lies in the future, or belongs to a registered sync, takes a clock and the registry: the audit asks.
 
-Bookkeeping (`lastSyncDate`, `sync_id`) is checked here too; its *ordering* between two images
-(`is_regression`) and the "nothing but bookkeeping changed" test (`is_bookkeeping_only`) are cheap
-comparisons of two raw images, done before any validation work.
+Bookkeeping (`lastSyncDate`, `sync_id`, and `restoredOver`, the mark of a restored regression) is
+checked here too; its *ordering* between two images (`is_regression`), the "nothing but bookkeeping
+changed" test (`is_bookkeeping_only`) and "this is the regression guard's restore" (`is_restore`)
+are cheap comparisons of two raw images, done before any validation work.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Final
 
 import msgspec
 
-from earnings_sync.calendar_table import DATE, FISCAL_DATE, LAST_SYNC_DATE, SYMBOL, SYNC_ID
+from earnings_sync.calendar_table import DATE, FISCAL_DATE, LAST_SYNC_DATE, RESTORED_OVER, SYMBOL, SYNC_ID
 from earnings_sync.records import EarningsRecord, record_problem
 from earnings_sync.sync_identity import is_synced_at
 
@@ -63,7 +64,7 @@ ITEM_RULES: Final = (
 )
 ALL_RULES: Final = (*ITEM_RULES, SUPERSEDED, AMBIGUOUS_PERIOD, FUTURE_SYNC_DATE, UNREGISTERED_SYNC)
 
-BOOKKEEPING: Final = frozenset({LAST_SYNC_DATE, SYNC_ID})
+BOOKKEEPING: Final = frozenset({LAST_SYNC_DATE, SYNC_ID, RESTORED_OVER})
 # attribute -> accepted DynamoDB types; time_of_the_day is the only optional one.
 EXPECTED_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     SYMBOL: ("S",),
@@ -227,6 +228,12 @@ def is_bookkeeping_only(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     if len(old) - len(BOOKKEEPING & old.keys()) != len(new) - len(BOOKKEEPING & new.keys()):
         return False
     return all(name in BOOKKEEPING or new.get(name) == value for name, value in old.items())
+
+
+def is_restore(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """The regression guard's own put: the new image is marked as restored over the old image's sync."""
+    restored_over = text_attribute(new, RESTORED_OVER)
+    return restored_over is not None and restored_over == text_attribute(old, LAST_SYNC_DATE)
 
 
 def is_regression(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

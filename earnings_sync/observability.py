@@ -85,6 +85,8 @@ class M(StrEnum):
     STREAM_BATCH_DURATION = "StreamBatchDuration"
     STREAM_DYNAMODB_REQUESTS = "StreamDynamoDBRequests"
     STREAM_THROTTLES = "StreamThrottles"
+    CHANGE_EVENTS_PUBLISHED = "ChangeEventsPublished"  # plus one ChangeEventsPublished_<type> per detail-type
+    CHANGE_EVENT_PUBLISH_FAILURES = "ChangeEventPublishFailures"
     # upcoming-earnings reads (GSI `upcoming-earnings-index`)
     UPCOMING_QUERIES = "UpcomingIndexQueries"
     UPCOMING_QUERY_DURATION = "UpcomingQueryDuration"
@@ -193,6 +195,15 @@ _SPECS = (
     MetricSpec(M.STREAM_DYNAMODB_REQUESTS, _COUNT, (_S,), "DynamoDB requests spent by a stream batch, in total and per kind", per="kind"),
     MetricSpec(M.STREAM_THROTTLES, _COUNT, (_S,), "throttled DynamoDB responses, retried ones included"),
     MetricSpec(M.STREAM_BATCH_DURATION, _MS, (_S,), "ms per stream batch"),
+    MetricSpec(
+        M.CHANGE_EVENTS_PUBLISHED, _COUNT, (_S,),
+        "change events published to EventBridge, in total and per detail-type (Scheduled, Rescheduled, Updated)",
+        per="type",
+    ),
+    MetricSpec(
+        M.CHANGE_EVENT_PUBLISH_FAILURES, _COUNT, (_S,),
+        "change events still not published after the retries (their stream records are retried)",
+    ),
     # upcoming-earnings reads
     MetricSpec(M.UPCOMING_REQUESTS, _COUNT, (_U,), "valid requests served or failed"),
     MetricSpec(M.UPCOMING_REQUEST_FAILURES, _COUNT, (_U,), "requests that failed outright (throttled, or the fallback failed too)"),
@@ -297,6 +308,23 @@ def emit_stream_metrics(metrics: Any, tally: Any, duration_ms: float, throttles:
         add_metric(metrics, f"{M.STREAM_DYNAMODB_REQUESTS}_{kind}", count)
     add_metric(metrics, M.STREAM_THROTTLES, throttles)
     add_metric(metrics, M.STREAM_BATCH_DURATION, round(duration_ms, 1))
+    emit_change_event_metrics(metrics, tally)
+
+
+def emit_change_event_metrics(metrics: Any, tally: Any) -> None:
+    """ChangeEventsPublished in total and per detail-type (its short name), and the publish failures."""
+    from earnings_sync.change_events import METRIC_KEYS  # the stream consumer's domain, loaded with it
+
+    add_metric(metrics, M.CHANGE_EVENTS_PUBLISHED, sum(tally.events_published.values()))
+    for detail_type, count in sorted(tally.events_published.items()):
+        add_metric(metrics, f"{M.CHANGE_EVENTS_PUBLISHED}_{METRIC_KEYS[detail_type]}", count)
+    add_metric(metrics, M.CHANGE_EVENT_PUBLISH_FAILURES, tally.event_publish_failures)
+
+
+def change_events_by_type(totals: Mapping[str, float]) -> dict[str, int]:
+    """ChangeEventsPublished_<type> metrics (e.g. from `parse_emf`) → {type: count}, zero counts dropped."""
+    prefix = f"{M.CHANGE_EVENTS_PUBLISHED}_"
+    return {name[len(prefix):]: int(value) for name, value in sorted(totals.items()) if name.startswith(prefix) and value}
 
 
 def upcoming_metrics(result: Any) -> dict[str, float]:
@@ -475,7 +503,13 @@ class StreamBatchLog:
         self.sync_ids[_change_sync_id(raw_record.get("dynamodb") or {})] = None
 
     def record_failed(self, raw_record: Mapping[str, Any], exc: BaseException) -> None:
-        """Counted as a failure; the line names the record (sequence number, key, sync), never its images."""
+        """Counted as a failure; the line names the record (sequence number, key, sync), never its images.
+        A record deferred after an earlier failure (`stream.RecordDeferred`) is counted by the processor
+        and shown on the summary line only."""
+        from earnings_sync.stream import RecordDeferred  # the stream consumer's own module, loaded with it
+
+        if isinstance(exc, RecordDeferred):
+            return
         self.tally.failures += 1
         change = raw_record.get("dynamodb") or {}
         self.logger.warning(
@@ -493,6 +527,11 @@ class StreamBatchLog:
         tally = self.tally
         for key, rules in tally.invalid:
             self.logger.warning("item breaks consistency rules", extra={"key": list(key), "rules": rules})
+        if tally.event_publish_failures:
+            self.logger.warning(
+                "change events not published, Lambda will retry their records",
+                extra={"unpublished": tally.event_publish_failures, "error": tally.publish_error},
+            )
         if tally.removed or tally.restored:
             self.logger.info(
                 "table tidied",
@@ -511,6 +550,8 @@ class StreamBatchLog:
                 "superseded_conflicts": tally.superseded_conflicts,
                 "regressions_restored": tally.regressions_restored,
                 "removes": tally.removes,
+                "deferred": tally.deferred,
+                "events_published": dict(tally.events_published),
                 "throttles": throttles,
                 "duration_ms": round(duration_ms, 1),
                 **memory,

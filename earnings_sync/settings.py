@@ -23,10 +23,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_records_per_message: int = 25
     max_payload_bytes: int = 256 * 1024
     aws_max_attempts: int = 8  # boto3 "standard" retry mode: exponential backoff with jitter
-    write_attempts: int = 8  # our own loop for UnprocessedItems/UnprocessedKeys and lost races
+    write_attempts: int = 8  # our own loop for UnprocessedItems/UnprocessedKeys, lost races, PutEvents' failed entries
     write_mode: Literal["batch", "conditional"] = "batch"  # README, "Write path"
     ledger_table: str = ""  # the completeness ledger (docs/ledger.md); empty: not recorded
     ledger_retention_days: int = 35  # outlives the DLQ's 14 days, so late replays still net out
+    event_bus_name: str = ""  # where the stream consumer publishes change events (name or ARN); empty: none
     sync_watch_hours: float = 26.0  # the sync monitor's window (earnings_sync/sync_watch.py)
     sync_incomplete_after_minutes: float = 60.0  # a sync not complete this long after it started is incomplete
     allow_path_events: bool = False  # `{"path": ...}` producer events: the local runner and CLI only, never on Lambda

@@ -13,7 +13,9 @@ AT_SEQUENCE_NUMBER from its first sequence number, GetRecords until its last) an
 through the stream consumer's own `StreamProcessor.process`. That is safe at any later time: a
 regression is put back only while the item still carries the regressed `lastSyncDate`, a superseded
 date is deleted only while it still carries the `lastSyncDate` that was read, and a newer write in
-between always wins. The message is deleted only once its whole range was processed.
+between always wins. The message is deleted only once its whole range was processed. Given a
+change publisher, the records' change events are published too, each under the `change_id` it had
+(or would have had) the first time: consumers that saw it before drop the duplicate.
 
 DynamoDB Streams keeps records 24 hours. A range read after that is lost (`TrimmedDataAccessException`,
 or the shard is gone): it is reported with `LOST_RANGE_ADVICE` and its message stays in the queue
@@ -42,6 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from earnings_sync import consistency
 from earnings_sync.calendar_table import CalendarTable
+from earnings_sync.change_events import ChangePublisher, ChangePublishError
 from earnings_sync.queue_scan import QueueScan
 from earnings_sync.stream import StreamProcessor, StreamTally
 
@@ -347,6 +350,7 @@ class RedoItem:
             "superseded_removed": tally.superseded_removed if tally else 0,
             "superseded_conflicts": tally.superseded_conflicts if tally else 0,
             "validation_failed": tally.validation_failed if tally else 0,
+            "change_events_published": sum(tally.events_published.values()) if tally else 0,
             "violations": dict(sorted(tally.violations.items())) if tally else {},
             "restored": [list(key) for key in tally.restored] if tally else [],
             "removed": [list(key) for key in tally.removed] if tally else [],
@@ -397,6 +401,7 @@ class RedoReport:
             "regression_conflicts": self.total("regression_conflicts"),
             "superseded_removed": self.total("superseded_removed"),
             "validation_failed": self.total("validation_failed"),
+            "change_events_published": sum(sum(i.tally.events_published.values()) for i in self.items if i.tally is not None),
             "deleted": sum(item.deleted for item in self.items),
             "released": self.released,
             "aborted": self.aborted or None,
@@ -420,9 +425,11 @@ def redo_stream_failures(
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
     wait_seconds: int = 2,
     progress: Callable[[RedoReport], None] | None = None,
+    publisher: ChangePublisher | None = None,
 ) -> RedoReport:
     """Read the failure queue to its end and redo every range the stream still holds; `table` is
-    the gateway of the table whose stream it is (`stream`).
+    the gateway of the table whose stream it is (`stream`), `publisher` where change events go
+    (None: none are published).
 
     A failed AWS call while a range is redone stops the run (it would most likely fail again for
     the next one): that message and every other not deleted are made visible again.
@@ -440,7 +447,7 @@ def redo_stream_failures(
                 break
             if not messages:
                 break
-            _redo_batch(table, streams, stream, messages, report, scan)
+            _redo_batch(table, streams, stream, messages, report, scan, publisher)
             if progress is not None:
                 progress(report)
     finally:
@@ -455,6 +462,7 @@ def _redo_batch(
     messages: list[dict[str, Any]],
     report: RedoReport,
     scan: QueueScan,
+    publisher: ChangePublisher | None = None,
 ) -> None:
     """One receive's messages: their ranges read shard by shard in stream order, then deleted together."""
     ranges: list[tuple[FailureRange, dict[str, Any]]] = []
@@ -474,7 +482,7 @@ def _redo_batch(
         # Contiguous ranges are read together: ask for the records of this range and the next ones.
         sizes = [f.batch_size for f, _ in ranges[index:] if (f.stream_arn, f.shard_id) == shard]
         limit = min(READ_LIMIT, sum(size or READ_LIMIT for size in sizes))
-        item = _redo_range(table, reader, failure, limit, message["MessageId"], report)
+        item = _redo_range(table, reader, failure, limit, message["MessageId"], report, publisher)
         report.items.append(item)
         if item.outcome == "redone" or (item.outcome == "lost" and report.discard_lost and not report.dry_run):
             done.append((item, message))
@@ -482,7 +490,13 @@ def _redo_batch(
 
 
 def _redo_range(
-    table: CalendarTable, reader: ShardReader, failure: FailureRange, limit: int, message_id: str, report: RedoReport
+    table: CalendarTable,
+    reader: ShardReader,
+    failure: FailureRange,
+    limit: int,
+    message_id: str,
+    report: RedoReport,
+    publisher: ChangePublisher | None = None,
 ) -> RedoItem:
     item = RedoItem(message_id=message_id, outcome="failed", failure=failure)
     try:
@@ -508,13 +522,16 @@ def _redo_range(
     # One processor per range, as one per invocation in the Lambda: its per-symbol cache holds the
     # items read for this range only. No `sole_sync`: settling a sync's records when it is the only
     # one finds nothing older to delete, so skipping it only saves a Query.
-    processor = StreamProcessor(table)
+    processor = StreamProcessor(table, publisher=publisher)
     item.tally = StreamTally()
     try:
         for record in records:
             processor.process(record, item.tally)
-    except (ClientError, BotoCoreError, ValueError) as exc:
+    except (ClientError, BotoCoreError, ValueError, ChangePublishError) as exc:
         item.reason = report.aborted = f"redoing the range: {_one_line(exc)}"
+        return item
+    if processor.finish({}, item.tally)["batchItemFailures"]:
+        item.reason = report.aborted = f"publishing its change events: {item.tally.publish_error}"
         return item
     item.outcome = "redone"
     return item
@@ -566,6 +583,7 @@ def format_report(report: RedoReport, max_lines: int = 50) -> str:
             summary += (
                 f", restored {report.total('regressions_restored'):,} (already moved on {report.total('regression_conflicts'):,})"
                 f", superseded removed {report.total('superseded_removed'):,}, validation failed {report.total('validation_failed'):,}"
+                f", change events published {report.as_dict()['change_events_published']:,}"
             )
         lines.append(summary)
     for item in report.items[:max_lines]:

@@ -49,6 +49,7 @@ def run_local(
     export: str | None = None,
     log_stream: IO[str] | None = None,
     on_ready: Callable[[LocalSummary, RunningEmulator], None] | None = None,
+    events: str | None = None,
 ) -> LocalSummary:
     """The files as successive syncs on the embedded emulator (`earnings_sync_local.pipeline.run_local`),
     its progress on stderr's terminal line, wiped before `on_ready` or anything after it prints."""
@@ -62,7 +63,7 @@ def run_local(
 
     try:
         return pipeline.run_local(
-            csv_paths, export=export, progress=display.show, log_stream=log_stream, on_ready=ready if on_ready else None
+            csv_paths, export=export, progress=display.show, log_stream=log_stream, on_ready=ready if on_ready else None, events=events
         )
     finally:
         display.done()

@@ -27,6 +27,7 @@ def register(subparsers: Any) -> None:
     )
     local.add_argument("csv", nargs="+", help="AlphaVantage EARNINGS_CALENDAR CSV files, oldest first")
     local.add_argument("--export", metavar="FILE", help="write the final table as JSON Lines")
+    local.add_argument("--events", metavar="FILE", help="write every change event published, as a rule target receives it, as JSON Lines")
     local.add_argument("--json", action="store_true", help="print the summary as JSON")
     local.add_argument("--log-file", metavar="FILE", help="append the handlers' structured logs here")
     local.add_argument("--serve", action="store_true", help="keep the emulator up after the syncs (for `earnings-sync dlq`) until Ctrl-C")
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_input_files(args.csv)
-    check_output_paths({"--export": args.export, "--log-file": args.log_file}, inputs=args.csv)
+    check_output_paths({"--export": args.export, "--events": args.events, "--log-file": args.log_file}, inputs=args.csv)
     log_stream = open(args.log_file, "a", encoding="utf-8") if args.log_file else None  # noqa: SIM115
 
     def show(summary: LocalSummary) -> None:
@@ -46,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
         emulator.serve(sys.stdout)
 
     try:
-        summary = embedded.run_local(args.csv, export=args.export, log_stream=log_stream, on_ready=serve if args.serve else None)
+        summary = embedded.run_local(
+            args.csv, export=args.export, log_stream=log_stream, on_ready=serve if args.serve else None, events=args.events
+        )
     finally:
         if log_stream is not None:
             log_stream.close()
@@ -79,6 +82,8 @@ def format_summary(summary: LocalSummary) -> str:
         lines.append("ledger: every sync complete" if summary.complete else "ledger: NOT every sync is complete (see above)")
     if summary.export:
         lines.append(f"exported to {summary.export}")
+    if summary.events_file:
+        lines.append(f"change events written to {summary.events_file}")
     return "\n".join(lines)
 
 
@@ -105,6 +110,11 @@ def _sync_lines(number: int, sync: SyncSummary) -> list[str]:
         )
     for rule, count in sorted(sync.validation_failed.items()):
         lines.append(f"   validation failed {rule}: {count:,}")
+    if sync.events or sync.event_publish_failures:
+        published = ", ".join(f"{kind} {count:,}" for kind, count in sync.events.items()) or "none"
+        failed = f"; {sync.event_publish_failures:,} publish failure(s), retried" if sync.event_publish_failures else ""
+        received = f"; {sync.events_received:,} received by the tap" if sync.events_received is not None else ""
+        lines.append(f"   change events published: {sum(sync.events.values()):,} ({published}){failed}{received}")
     if sync.dynamodb_requests:
         spent = ", ".join(f"{kind} {count:,}" for kind, count in sync.dynamodb_requests.items())
         lines.append(f"   DynamoDB requests: {sum(sync.dynamodb_requests.values()):,} ({spent})")

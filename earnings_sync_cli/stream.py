@@ -58,6 +58,12 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="how long received messages stay hidden from other readers while the run works (default 300)",
     )
+    redo.add_argument(
+        "--event-bus",
+        metavar="NAME",
+        help="publish the redone records' change events on this EventBridge bus, name or ARN (default: EVENT_BUS_NAME; "
+        "none without it). Consumers deduplicate by change_id.",
+    )
     redo.add_argument("--json", action="store_true", help="print the report as JSON")
     redo.set_defaults(func=run)
 
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     # lazy: they load botocore; keeps the CLI's start fast
     from earnings_sync import stream_redo
     from earnings_sync.calendar_table import CalendarTable
+    from earnings_sync.change_events import EventBridgePublisher
     from earnings_sync.replay import queue_url
 
     visibility = stream_redo.DEFAULT_VISIBILITY_TIMEOUT if args.visibility_timeout is None else args.visibility_timeout
@@ -84,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     except stream_redo.RedoError as exc:
         raise UsageError(str(exc)) from exc
     sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])  # exists, and we may read it
+    bus = args.event_bus or os.environ.get("EVENT_BUS_NAME")
+    publisher = EventBridgePublisher(client("events", args.endpoint_url), bus) if bus and not args.dry_run else None
 
     display = Progress(sys.stderr)  # silent unless stderr is a terminal
     try:
@@ -97,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             discard_lost=args.discard_lost,
             visibility_timeout=visibility,
             progress=lambda r: display.show(f"read {len(r.items):,} message(s), redone {r.count('redone'):,}"),
+            publisher=publisher,
         )
     finally:
         display.done()

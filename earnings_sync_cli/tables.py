@@ -63,11 +63,16 @@ def check_input_files(paths: Sequence[str]) -> None:
 
 def check_output_paths(outputs: Mapping[str, str | None], inputs: Sequence[str] = ()) -> None:
     """Files a command will write (`{"--export": path}`), checked before any work starts: a
-    directory that exists and is writable, a path that is not a directory nor one of the inputs."""
+    directory that exists and is writable, a path that is not a directory, one of the inputs, or
+    another option's output."""
+    taken: dict[str, str] = {}
     for option, path in outputs.items():
         if not path:
             continue
         shown = f"{option} {one_line(path)}"
+        if os.path.abspath(path) in taken:
+            raise UsageError(f"{shown}: {taken[os.path.abspath(path)]} writes the same file")
+        taken[os.path.abspath(path)] = option
         if os.path.isdir(path):
             raise UsageError(f"{shown}: is a directory")
         parent = os.path.dirname(os.path.abspath(path))

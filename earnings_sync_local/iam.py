@@ -42,6 +42,7 @@ OPERATIONS: Mapping[Handler, frozenset[str]] = {
             "dynamodb:DeleteItem",  # calendar_table.delete_if_unchanged: superseded dates
             "dynamodb:PutItem",  # calendar_table.restore: regressions
             "dynamodb:GetItem",  # ledger.SyncLedger.sole_sync: the sync registry (ledger table)
+            "events:PutEvents",  # change_events.EventBridgePublisher: change events, on the one bus
         }
     ),
     Handler.UPCOMING: frozenset(

@@ -3,16 +3,20 @@
 `run_local` starts an embedded AWS emulator on 127.0.0.1 (random free port), creates the queues and
 tables from template.yaml's own definitions, then runs each CSV as a successive sync through a
 `LocalPipeline`: producer handler → SQS → `SqsEventSource` (behaves like Lambda's SQS mapping) →
-consumer handler → table → stream consumer. The handlers are the functions template.yaml's
-`Handler` properties name. Figures in the summary come from the handlers' own EMF metric output,
-and each sync's completeness from the ledger (`earnings_sync.ledger`). Showing progress and the
-summary is the caller's: `run_local` reports progress as text to a callback and returns data.
+consumer handler → table → stream consumer → change events on the template's bus. The handlers
+are the functions template.yaml's `Handler` properties name. Figures in the summary come from the
+handlers' own EMF metric output (change events per detail-type included) and each sync's
+completeness from the ledger (`earnings_sync.ledger`). Asked for the events themselves, the run puts
+an `EventTap` on the bus: a catch-all rule whose target is a local SQS queue, so they arrive through
+the emulator's own EventBridge → SQS delivery, as a rule target receives them. Showing progress and
+the summary is the caller's: `run_local` reports progress as text to a callback and returns data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,8 +26,9 @@ from typing import IO, Any
 
 from earnings_sync import aws
 from earnings_sync.calendar_table import CalendarTable, export_jsonl
+from earnings_sync.change_events import METRIC_KEYS, SOURCE
 from earnings_sync.ledger import SyncLedger
-from earnings_sync.observability import M, requests_by_kind, validation_failures_by_rule
+from earnings_sync.observability import M, change_events_by_type, requests_by_kind, validation_failures_by_rule
 from earnings_sync.records import NotACalendarError
 from earnings_sync.sources import SourceError
 from earnings_sync.sync_identity import InvalidSyncMetadata
@@ -56,6 +61,52 @@ def import_handler(resources: template.LocalResources, function_id: str) -> tupl
     return module, handler
 
 
+class EventTap:
+    """A catch-all rule for the `earnings-sync` source on the change-event bus, targeting a local SQS
+    queue: what `take` returns went through the emulator's EventBridge → SQS delivery.
+
+    The queue is emptied after every stream consumer invocation (`collect`): moto's ReceiveMessage
+    and DeleteMessage walk the whole queue, so ten thousand events left in it cost minutes."""
+
+    RULE = "earnings-sync-local-tap"
+
+    def __init__(self, events: Any, sqs: Any, bus_name: str, *, queue_name: str = "earnings-change-events") -> None:
+        self.sqs = sqs
+        self.received: list[dict[str, Any]] = []
+        self.url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name=self.RULE, EventBusName=bus_name, EventPattern=json.dumps({"source": [SOURCE]}), State="ENABLED")
+        events.put_targets(Rule=self.RULE, EventBusName=bus_name, Targets=[{"Id": "local-queue", "Arn": arn}])
+
+    def collect(self) -> None:
+        """Move what the queue holds, as the rule target received it, to `received`."""
+        while True:
+            messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+            if not messages:
+                return
+            self.received.extend(json.loads(message["Body"]) for message in messages)
+            self.sqs.delete_message_batch(
+                QueueUrl=self.url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+            )
+
+    def take(self) -> list[dict[str, Any]]:
+        """Every event received since the last `take`, in the order the queue gave them."""
+        self.collect()
+        taken, self.received = self.received, []
+        return taken
+
+    def after(self, handler: Handler) -> Handler:
+        """`handler`, collecting the events its invocation published once it returns."""
+
+        def handler_then_collect(event: dict, context: Any) -> Any:
+            try:
+                return handler(event, context)
+            finally:
+                self.collect()
+
+        return handler_then_collect
+
+
 @dataclass
 class PipelineDrain(DrainStats):
     """A drain of the queue and the stream until both are quiet."""
@@ -80,6 +131,7 @@ class LocalPipeline:
         *,
         dynamodb: Any = None,
         streams: Any = None,
+        events: Any = None,
         wrap_consumer: Callable[[Handler], Handler] | None = None,
         environment: dict[str, str] | None = None,
     ) -> None:
@@ -106,10 +158,14 @@ class LocalPipeline:
             function_name=template.CONSUMER_ID,
             timeout_seconds=resources.consumer_timeout,
         )
+        # The change events the stream consumer publishes, with an `events` client and a bus to tap.
+        self.tap = EventTap(events, sqs, resources.event_bus_name) if events is not None and resources.event_bus_name else None
         # Lambda's stream mapping, with the position kept across drains.
         self.streams = None
         if streams is not None and resources.stream_mapping is not None:
             _, stream_consumer = import_handler(resources, resources.stream_mapping.function_logical_id)
+            if self.tap is not None:
+                stream_consumer = self.tap.after(stream_consumer)
             self.streams = DynamoDBStreamEventSource.from_mapping(resources.stream_mapping, streams, stream_consumer, sqs)
 
     @property
@@ -184,6 +240,9 @@ class SyncSummary:
     superseded_removed: int = 0
     superseded_conflicts: int = 0
     regressions_restored: int = 0
+    events: dict[str, int] = field(default_factory=dict)  # change events published, by detail-type
+    event_publish_failures: int = 0  # change events the stream consumer could not publish (records retried)
+    events_received: int | None = None  # through the tap's queue, when the run taps the bus
     dynamodb_requests: dict[str, int] = field(default_factory=dict)  # by kind, consumer + stream consumer
     stream_records_skipped: int = 0  # given up on after the mapping's retries (on-failure queue)
     seconds: float = 0.0
@@ -204,6 +263,7 @@ class LocalSummary:
     stream_failure_messages: int = 0
     seconds: float = 0.0
     export: str | None = None
+    events_file: str | None = None  # where every change event received was written, as JSON Lines
     files: list[str] = field(default_factory=list)  # every file given, in order; a run stops at a failed sync
 
     @property
@@ -264,6 +324,10 @@ class LocalSummary:
                     "superseded_removed": s.superseded_removed,
                     "superseded_conflicts": s.superseded_conflicts,
                     "regressions_restored": s.regressions_restored,
+                    "events": s.events,
+                    "events_total": sum(s.events.values()),
+                    "event_publish_failures": s.event_publish_failures,
+                    "events_received": s.events_received,
                     "dynamodb_requests": s.dynamodb_requests,
                     "dynamodb_requests_total": sum(s.dynamodb_requests.values()),
                     "stream_records_skipped": s.stream_records_skipped,
@@ -279,6 +343,7 @@ class LocalSummary:
             "stream_failure_messages": self.stream_failure_messages,
             "seconds": round(self.seconds, 3),
             "export": self.export,
+            "events_file": self.events_file,
         }
 
 
@@ -308,23 +373,26 @@ def run_local(
     synced_at: Sequence[str] | None = None,
     template_path: str | None = None,
     on_ready: Callable[[LocalSummary, RunningEmulator], None] | None = None,
+    events: str | None = None,
 ) -> LocalSummary:
     """Run each CSV as a successive sync through the real handlers on an embedded emulator.
 
     `progress` hears what the run is doing, one line at a time. `on_ready` runs after the syncs
-    while the emulator is still up (`--serve` blocks in it).
+    while the emulator is still up (`--serve` blocks in it). `events` names a file that receives
+    every change event, one JSON line each, as a rule target receives it.
     """
     started = time.perf_counter()
     tpl = template.load_template(template_path) if template_path else template.load_template()
     with embedded_emulator() as endpoint, contextlib.ExitStack() as stack:
-        sqs = aws.client("sqs")
-        dynamodb = aws.client("dynamodb")
-        resources = template.create_resources(tpl, dynamodb, sqs, region=REGION, account_id=FAKE_ACCOUNT)
-        pipeline = LocalPipeline(resources, sqs, dynamodb=dynamodb, streams=aws.client("dynamodbstreams"))
-        summary = LocalSummary(endpoint=endpoint, files=list(csv_paths))
+        sqs, dynamodb, events_client = aws.client("sqs"), aws.client("dynamodb"), aws.client("events")
+        resources = template.create_resources(tpl, dynamodb, sqs, region=REGION, account_id=FAKE_ACCOUNT, events_client=events_client)
+        streams = aws.client("dynamodbstreams")
+        pipeline = LocalPipeline(resources, sqs, dynamodb=dynamodb, streams=streams, events=events_client if events else None)
+        summary = LocalSummary(endpoint=endpoint, files=list(csv_paths), events_file=events)
+        events_out = stack.enter_context(open(events, "w", encoding="utf-8")) if events else None  # noqa: SIM115
         with pipeline.environ():
             stack.enter_context(routed_logs(pipeline.logger, log_stream))
-            _run_syncs(pipeline, summary, synced_at, progress or _no_progress)
+            _run_syncs(pipeline, summary, synced_at, progress or _no_progress, events_out)
             _read_outcome(pipeline, summary, export)
             if on_ready is not None:
                 summary.seconds = time.perf_counter() - started
@@ -334,7 +402,9 @@ def run_local(
     return summary
 
 
-def _run_syncs(pipeline: LocalPipeline, summary: LocalSummary, synced_at: Sequence[str] | None, progress: ProgressCallback) -> None:
+def _run_syncs(
+    pipeline: LocalPipeline, summary: LocalSummary, synced_at: Sequence[str] | None, progress: ProgressCallback, events_out: IO[str] | None
+) -> None:
     """Each file as the next sync, drained to the end before the next starts; a failed sync ends the run."""
     dlq_before = 0
     for number, path in enumerate(summary.files, start=1):
@@ -349,6 +419,8 @@ def _run_syncs(pipeline: LocalPipeline, summary: LocalSummary, synced_at: Sequen
             sync.seconds = time.perf_counter() - started
             break  # nothing was enqueued: an upstream error ends the run
         _record_drain(sync, pipeline.drain(_consumption(progress, step, sync)))
+        if pipeline.tap is not None:
+            _record_events(sync, pipeline.tap.take(), events_out)
         dlq_now = pipeline.dlq_depth()
         sync.dlq_messages, dlq_before = dlq_now - dlq_before, dlq_now
         sync.seconds = time.perf_counter() - started
@@ -387,6 +459,9 @@ def _record_drain(sync: SyncSummary, drained: PipelineDrain) -> None:
     sync.superseded_removed = int(metrics[M.SUPERSEDED_REMOVED])
     sync.superseded_conflicts = int(metrics[M.SUPERSEDED_CONFLICTS])
     sync.regressions_restored = int(metrics[M.REGRESSIONS_RESTORED])
+    sync.event_publish_failures = int(metrics[M.CHANGE_EVENT_PUBLISH_FAILURES])
+    detail_types = {key: detail_type for detail_type, key in METRIC_KEYS.items()}
+    sync.events = {detail_types[key]: count for key, count in change_events_by_type(metrics).items()}
     sync.dynamodb_requests = requests_by_kind(metrics)
     sync.inserted = int(metrics[M.RECORDS_INSERTED])
     sync.updated = int(metrics[M.RECORDS_UPDATED])
@@ -396,6 +471,14 @@ def _record_drain(sync: SyncSummary, drained: PipelineDrain) -> None:
     sync.retries = int(metrics[M.WRITE_RETRIES])
     sync.invocations = drained.invocations
     sync.failed_deliveries = drained.failed_deliveries
+
+
+def _record_events(sync: SyncSummary, received: list[dict[str, Any]], events_out: IO[str] | None) -> None:
+    """The change events the tap's queue received during the sync's drain, written out as received."""
+    sync.events_received = len(received)
+    if events_out is not None:
+        events_out.writelines(json.dumps(event, separators=(",", ":")) + "\n" for event in received)
+        events_out.flush()
 
 
 def _read_outcome(pipeline: LocalPipeline, summary: LocalSummary, export: str | None) -> None:

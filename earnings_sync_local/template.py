@@ -8,8 +8,8 @@ IDs of the resources are known here.
 Three layers:
 * `load_template` parses the YAML, turning CloudFormation short-form tags into long-form dicts;
 * `build_context` / `resolve` evaluate the intrinsic functions the template uses;
-* `create_resources` creates the queues and the table through boto3 clients (moto, LocalStack or
-  a real account) and returns their physical ids as `LocalResources`.
+* `create_resources` creates the queues, the tables and the change-event bus through boto3 clients
+  (moto, LocalStack or a real account) and returns their physical ids as `LocalResources`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ PRODUCER_ID = "ProducerFunction"
 CONSUMER_ID = "ConsumerFunction"
 STREAM_CONSUMER_ID = "StreamConsumerFunction"
 STREAM_FAILURE_QUEUE_ID = "StreamFailureQueue"
+EVENT_BUS_ID = "ChangeEventBus"
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 
 DEFAULT_REGION = "us-east-1"
@@ -663,6 +664,10 @@ class LocalResources:
     tables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     # logical id -> the function's `Handler` (`module.function`), for every Serverless function
     handlers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    # Where the stream consumer publishes change events (its EVENT_BUS_NAME), and whether this run
+    # created that bus (ChangeEventBus) or the template names an existing one (ExistingEventBus).
+    event_bus_name: str | None = None
+    event_bus_created: bool = False
     # logical id -> URL of every AWS::SQS::Queue (the four above, and any other the template declares)
     queues: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
@@ -881,6 +886,41 @@ def _create_template_tables(
     return descriptions[TABLE_ID], tables
 
 
+def sibling_client(client: Any, service: str) -> Any:
+    """A client of another service on the same endpoint and region as `client` (credentials from the
+    environment, as the test and emulator clients get theirs)."""
+    import boto3
+
+    endpoint = client.meta.endpoint_url
+    if ".amazonaws.com" in endpoint:  # the service's own AWS endpoint: the other service has its own
+        endpoint = None
+    return boto3.client(service, region_name=client.meta.region_name, endpoint_url=endpoint)
+
+
+def _create_event_bus(template: Mapping[str, Any], context: dict[str, Any], events_client: Any, name_prefix: str) -> bool:
+    """ChangeEventBus, when the template has one and its Condition holds (reused when it exists).
+    Its name and ARN join the context; False when there is nothing to create."""
+    resource = (template.get("Resources") or {}).get(EVENT_BUS_ID)
+    if not isinstance(resource, dict):
+        return False
+    if "Condition" in resource and not _condition(resource["Condition"], context):
+        return False
+    properties = resolve(resource.get("Properties") or {}, context)
+    unknown = sorted(set(properties) - {"Name", "Description", "Tags"})
+    if unknown:
+        raise TemplateError(f"{EVENT_BUS_ID}: property {unknown[0]} is not supported locally")
+    name = f"{name_prefix}{properties['Name']}"
+    try:
+        arn = events_client.create_event_bus(Name=name)["EventBusArn"]
+    except ClientError as exc:
+        if _client_error_code(exc) != "ResourceAlreadyExistsException":
+            raise
+        arn = events_client.describe_event_bus(Name=name)["Arn"]
+    context["resources"][EVENT_BUS_ID] = name
+    context["attributes"][EVENT_BUS_ID] = {"Arn": arn, "Name": name}
+    return True
+
+
 _KNOWN_QUEUE_STEMS = {DLQ_ID: "earnings-dlq", QUEUE_ID: "earnings-queue", STREAM_FAILURE_QUEUE_ID: "earnings-stream-failures"}
 
 
@@ -939,15 +979,12 @@ def create_resources(
     parameter_overrides: Mapping[str, Any] | None = None,
     region: str = DEFAULT_REGION,
     account_id: str = DEFAULT_ACCOUNT_ID,
+    events_client: Any = None,
 ) -> LocalResources:
-    """Create the DLQ, the queue, the tables and the stream failure queue from the template's own
-    Properties, and read the stream consumer's mapping settings. Every AWS::DynamoDB::Table is
-    created (`LocalResources.tables`), EarningsTable first, and every other AWS::SQS::Queue
-    (`LocalResources.queues` has them all).
-
-    Names are `name_prefix` + a fixed stem (`earnings-dlq`, `earnings-queue`,
-    `earnings-stream-failures`, `earnings-<logical id in kebab case>` for the others, the resolved
-    table name) so several runs can share one endpoint. Waits until the table is ACTIVE.
+    """Every table, queue (`LocalResources.queues`) and the change-event bus of the template, from
+    their own Properties, and the mappings' settings. Names are `name_prefix` + a fixed stem
+    (`earnings-dlq`, `earnings-queue`, `earnings-<logical id in kebab case>`, the resolved table and
+    bus names) so runs can share one endpoint. `events_client`: by default on the SQS endpoint.
     """
     context = build_context(
         template,
@@ -963,6 +1000,7 @@ def create_resources(
     table, tables = _create_template_tables(template, context, dynamodb_client, name_prefix)
     sqs_event, max_receive_count = _consumer_event(template, context, queue_arn, queue_properties)
     _create_other_queues(template, context, sqs_client, name_prefix)
+    bus_created = _create_event_bus(template, context, events_client or sibling_client(sqs_client, "events"), name_prefix)
     stream_mapping = _stream_mapping(template, context, table.get("LatestStreamArn"))
     environments, handlers = _functions(template, context)
     return LocalResources(
@@ -986,6 +1024,8 @@ def create_resources(
         stream_failure_queue_arn=context["attributes"].get(STREAM_FAILURE_QUEUE_ID, {}).get("Arn"),
         tables=MappingProxyType(tables),
         handlers=MappingProxyType(handlers),
+        event_bus_name=environments.get(STREAM_CONSUMER_ID, {}).get("EVENT_BUS_NAME") or context["resources"].get(EVENT_BUS_ID),
+        event_bus_created=bus_created,
         queues=MappingProxyType({i: context["resources"][i] for i in _template_queues(template) if i in context["resources"]}),
     )
 
@@ -1018,10 +1058,13 @@ def _stream_mapping(template: Mapping[str, Any], context: Mapping[str, Any], str
     )
 
 
-def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client: Any) -> None:
-    """Remove what `create_resources` made (for runs sharing a long-lived endpoint). The template
-    protects its tables from deletion; a local run's tables are throwaway, so the protection is
-    lifted first, as an operator would before deleting a table by hand."""
+def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client: Any, events_client: Any = None) -> None:
+    """Remove what `create_resources` made (for runs sharing a long-lived endpoint); the bus goes
+    with the rules put on it. The template protects its tables from deletion; a local run's tables
+    are throwaway, so the protection is lifted first, as an operator would before deleting a table
+    by hand."""
+    if resources.event_bus_created and resources.event_bus_name:
+        _delete_event_bus(events_client or sibling_client(sqs_client, "events"), resources.event_bus_name)
     urls = [resources.queue_url, resources.dlq_url, resources.stream_failure_queue_url, *resources.queues.values()]
     for url in dict.fromkeys(url for url in urls if url is not None):
         with contextlib.suppress(sqs_client.exceptions.QueueDoesNotExist):
@@ -1036,3 +1079,16 @@ def delete_resources(resources: LocalResources, dynamodb_client: Any, sqs_client
         dynamodb_client.get_waiter("table_not_exists").wait(
             TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
         )
+
+
+def _delete_event_bus(events_client: Any, name: str) -> None:
+    try:
+        rules = events_client.list_rules(EventBusName=name).get("Rules", [])
+    except events_client.exceptions.ResourceNotFoundException:
+        return
+    for rule in rules:
+        targets = events_client.list_targets_by_rule(Rule=rule["Name"], EventBusName=name).get("Targets", [])
+        if targets:
+            events_client.remove_targets(Rule=rule["Name"], EventBusName=name, Ids=[t["Id"] for t in targets])
+        events_client.delete_rule(Name=rule["Name"], EventBusName=name)
+    events_client.delete_event_bus(Name=name)

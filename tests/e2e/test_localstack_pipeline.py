@@ -31,6 +31,8 @@ from earnings_sync.producer import message_attributes, new_sync_identity
 from earnings_sync.records import EarningsRecord
 from earnings_sync_cli.main import main as cli
 from earnings_sync_local.pipeline import run_local
+from tests.change_event_support import assert_valid
+from tests.e2e.event_routes import EventRoutes
 from tests.e2e.localstack_stack import DeployedStack, deploy_stack, empty_bucket
 
 pytestmark = pytest.mark.e2e
@@ -65,8 +67,9 @@ def wait_for(probe: Callable[[], T], what: str, timeout: float = QUIET_TIMEOUT, 
 class Pipeline:
     """The deployed stack plus the probes the tests need."""
 
-    def __init__(self, stack: DeployedStack, input_bucket: str) -> None:
+    def __init__(self, stack: DeployedStack, input_bucket: str, routes: EventRoutes) -> None:
         self.stack = stack
+        self.routes = routes
         self.input_bucket = input_bucket
         self.outputs = stack.outputs
         self.table_name = stack.outputs["TableName"]
@@ -174,9 +177,13 @@ def pipeline(localstack_endpoint: str) -> Iterator[Pipeline]:
         },
     )
     stack.client("s3").create_bucket(Bucket=input_bucket)
+    routes = None
     try:
-        yield Pipeline(stack, input_bucket)
+        routes = EventRoutes.create(stack)  # before the first sync: subscribers see every event
+        yield Pipeline(stack, input_bucket, routes)
     finally:
+        if routes is not None:
+            routes.delete()
         empty_bucket(stack.client("s3"), input_bucket, delete=True)
         stack.delete()
 
@@ -267,6 +274,44 @@ def test_a_rescheduled_date_replaces_the_old_item_and_the_table_matches_the_refe
     assert comparable(actual, pipeline.synced_at) == comparable(expected, expected_syncs)
     assert pipeline.stream_metrics()[M.SUPERSEDED_REMOVED] >= 1
     assert pipeline.queue_busy(pipeline.outputs["StreamFailureQueueUrl"]) == 0
+
+
+def test_change_events_reach_a_subscribers_rules_through_the_bus(
+    pipeline: Pipeline, first_sync: dict[str, Any], second_sync: dict[str, Any]
+) -> None:
+    """The README's example rule gets the one move and nothing else; a catch-all rule gets one
+    Earnings Scheduled per item of the first sync, then the second sync's move, revision and new
+    symbol; every event validates against its schema."""
+    routes = pipeline.routes
+    expected_all = SAMPLE_ROWS + 3
+
+    def arrived() -> bool | None:
+        routes.take("all")
+        routes.take("rescheduled")
+        return len(routes.received["all"]) >= expected_all and len(routes.received["rescheduled"]) >= 1 or None
+
+    wait_for(arrived, "the change events to reach the subscriber's queues")
+    time.sleep(2)  # anything more would have arrived by now
+    routes.take("all")
+    routes.take("rescheduled")
+    every, rescheduled = routes.received["all"], routes.received["rescheduled"]
+    assert assert_valid(every) == expected_all and assert_valid(rescheduled) == 1
+    assert {e["source"] for e in every} == {"earnings-sync"}
+    first, second = pipeline.synced_at[:2]
+    by_sync: dict[str, list[tuple[str, str]]] = {first: [], second: []}
+    for event in every:
+        by_sync[event["detail"]["synced_at"]].append((event["detail-type"], event["detail"]["asset_symbol"]))
+    assert len(by_sync[first]) == SAMPLE_ROWS and {kind for kind, _ in by_sync[first]} == {"Earnings Scheduled"}
+    symbol, old_date, new_date = RESCHEDULED
+    assert sorted(by_sync[second]) == sorted(
+        [("Earnings Rescheduled", symbol), ("Earnings Updated", "A"), ("Earnings Scheduled", ADDED.split(",")[0])]
+    )
+    (moved,) = rescheduled
+    assert (moved["detail-type"], moved["detail"]["asset_symbol"]) == ("Earnings Rescheduled", symbol)
+    assert (moved["detail"]["earnings_date"], moved["detail"]["previous_earnings_date"]) == (new_date, old_date)
+    (updated,) = [e for e in every if e["detail-type"] == "Earnings Updated"]
+    assert updated["detail"]["changed"] == {"estimate": {"old": 1.37, "new": 1.4}}
+    assert len({e["detail"]["change_id"] for e in every}) == expected_all
 
 
 def test_stream_consumer_validation_metrics_reach_cloudwatch(pipeline: Pipeline, first_sync: dict[str, Any]) -> None:

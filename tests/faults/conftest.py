@@ -113,7 +113,8 @@ def snapshots(tmp_path_factory: pytest.TempPathFactory) -> Snapshots:
 
 class Harness:
     """One fresh emulator state and the pipeline on it; the test-side clients are its own, so
-    faults registered on the handlers' clients (`handler_client`) never touch them."""
+    faults registered on the handlers' clients (`handler_client`) never touch them. A catch-all
+    rule on the change-event bus keeps every event published (`take_events`)."""
 
     def __init__(self, endpoint: str, *, wrap_consumer: Callable | None = None) -> None:
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).read()
@@ -122,11 +123,13 @@ class Harness:
         self.dynamodb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=endpoint)
         self.sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
         streams = boto3.client("dynamodbstreams", region_name="us-east-1", endpoint_url=endpoint)
-        self.resources = create_resources(load_template(), self.dynamodb, self.sqs)
+        events = boto3.client("events", region_name="us-east-1", endpoint_url=endpoint)
+        self.resources = create_resources(load_template(), self.dynamodb, self.sqs, events_client=events)
         self.pipeline = LocalPipeline(
-            self.resources, self.sqs, dynamodb=self.dynamodb, streams=streams,
+            self.resources, self.sqs, dynamodb=self.dynamodb, streams=streams, events=events,
             wrap_consumer=wrap_consumer, environment=ENVIRONMENT,
         )
+        self.events: list[dict[str, Any]] = []  # every change event taken so far, as a rule target got it
         self.drains: list[PipelineDrain] = []
 
     @contextlib.contextmanager
@@ -150,6 +153,13 @@ class Harness:
         drained = self.pipeline.drain()
         self.drains.append(drained)
         return drained
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """The change events published since the last call (also kept in `events`)."""
+        assert self.pipeline.tap is not None
+        taken = self.pipeline.tap.take()
+        self.events.extend(taken)
+        return taken
 
     def metric(self, name: str) -> float:
         return sum(d.metrics[name] for d in self.drains)
@@ -187,6 +197,7 @@ class Harness:
 class Baseline:
     table: dict[Key, tuple]
     ledgers: tuple[LedgerReport, ...]
+    events: tuple[dict[str, Any], ...] = ()  # the change events published, in order
 
 
 _BASELINES: dict[tuple[tuple[str, str], ...], Baseline] = {}
@@ -215,7 +226,8 @@ def baseline(world: Callable[..., Harness]) -> Callable[..., Baseline]:
                     harness.drain()
                     reports.append(report["sync_id"])
                 assert harness.dlq_depth() == 0
-                _BASELINES[syncs] = Baseline(harness.table(), tuple(harness.ledger(s) for s in reports))
+                harness.take_events()
+                _BASELINES[syncs] = Baseline(harness.table(), tuple(harness.ledger(s) for s in reports), tuple(harness.events))
         return _BASELINES[syncs]
 
     return run

@@ -208,6 +208,54 @@ class PartialBatch:
             self.held = saved
 
 
+class FailedEntries:
+    """PutEvents sends only some of its entries and reports the others failed at their positions
+    (`FailedEntryCount`), as EventBridge does: `fails(entry)` picks them, or a seeded share `rate`.
+    When no entry is left to send, the call is answered without being sent."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        rate: float = 0.0,
+        seed: int = 0,
+        fails: Callable[[dict[str, Any]], bool] | None = None,
+        gate: Gate | None = None,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.fails = fails
+        self.gate = gate or Gate()
+        self.flags: list[bool] = []  # per entry of the current call: True = reported failed
+        self.injected = 0
+        client.meta.events.register("before-parameter-build.events.PutEvents", self._before)
+        client.meta.events.register("before-send.events.PutEvents", self._before_send)
+        client.meta.events.register("after-call.events.PutEvents", self._after)
+
+    def _before(self, params: dict[str, Any], **_: Any) -> None:
+        entries = params["Entries"]
+        self.flags = [self.gate.on and ((self.fails is not None and self.fails(e)) or self.rng.random() < self.rate) for e in entries]
+        self.injected += sum(self.flags)
+        if not all(self.flags):  # all failed: the request is answered before it is sent (see _before_send)
+            params["Entries"] = [e for e, failed in zip(entries, self.flags, strict=True) if not failed]
+
+    def _failed(self) -> dict[str, str]:
+        return {"ErrorCode": "InternalFailure", "ErrorMessage": "injected"}
+
+    def _before_send(self, request: Any, **_: Any) -> Any:
+        if not self.flags or not all(self.flags):
+            return None
+        return http_response(200, {"FailedEntryCount": len(self.flags), "Entries": [self._failed() for _ in self.flags]})
+
+    def _after(self, parsed: dict[str, Any], **_: Any) -> None:
+        flags, self.flags = self.flags, []
+        if not any(flags) or all(flags):
+            return
+        sent = iter(parsed.get("Entries", []))
+        parsed["Entries"] = [self._failed() if failed else next(sent) for failed in flags]
+        parsed["FailedEntryCount"] = parsed.get("FailedEntryCount", 0) + sum(flags)
+
+
 class CrashAfterWrite:
     """The invocation dies right after some BatchWriteItem calls returned: the records are written,
     the message's outcome is not, and Lambda makes every message of the batch visible again."""

@@ -2,25 +2,30 @@
 
 Each scenario ends with the same two checks: the ledger accounts for every CSV row exactly once
 (written, unchanged, stale, rejected, duplicate, or in the DLQ until it is replayed), and the final
-table equals the fault-free run's (content and lastSyncDate; sync ids differ from run to run).
+table equals the fault-free run's (content and lastSyncDate; sync ids differ from run to run). The
+change-event scenarios also compare what was published with the fault-free run's events.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from earnings_sync.observability import M
 from earnings_sync_cli import main as cli
+from tests.change_event_support import assert_valid
 from tests.faults.conftest import (
     NEWER_AT,
     OLDER_AT,
     Baseline,
     Harness,
     Snapshots,
+    _rows,
     assert_accounted,
     assert_same_fates,
     assert_same_table,
@@ -28,6 +33,7 @@ from tests.faults.conftest import (
 from tests.faults.injectors import (
     ConcurrentConsumer,
     CrashAfterWrite,
+    FailedEntries,
     Gate,
     PartialBatch,
     RaceBeforeWrite,
@@ -42,7 +48,7 @@ from tests.faults.injectors import (
     unavailable,
     written_keys,
 )
-from tests.helpers import Faults, dynamodb_error
+from tests.helpers import Faults, dynamodb_error, http_response
 from tests.integration.redo_support import failure_alarm_fires
 
 World = Callable[..., Harness]
@@ -287,13 +293,19 @@ def test_dlq_replay_of_an_older_sync_after_a_newer_one(world: World, baseline: B
     assert_same_table(harness, fault_free)
 
 
+def revised(snapshots: Snapshots) -> list[str]:
+    """Stable symbols whose estimate the newer snapshot revises."""
+    older = {(row[0], row[2]): row[4] for row in _rows(snapshots.older)}
+    return [s for s in snapshots.stable if any(row[0] == s and older.get((s, row[2])) != row[4] for row in _rows(snapshots.newer))]
+
+
 def test_race_of_two_syncs_and_a_dlq_replay_on_the_batch_path(world: World, baseline: Baselines, snapshots: Snapshots) -> None:
     """A second consumer environment writes the newer sync's messages between the older sync's
     BatchGetItem and BatchWriteItem, twice: once during the older sync, once during the replay of
     its DLQ messages. The older writes land on newer items (BatchWriteItem has no condition) and the
     stream consumer's regression guard puts the newer data back."""
     fault_free = baseline((snapshots.older, OLDER_AT), (snapshots.newer, NEWER_AT))
-    live = snapshots.keys_of(snapshots.stable[:2])
+    live = snapshots.keys_of(snapshots.stable[:2]) | snapshots.keys_of(revised(snapshots)[:2])  # some whose content changes
     replayed_symbols = set(snapshots.stable[-6:-4])
     harness = world()
     staging_url = harness.sqs.create_queue(QueueName="newer-sync-staging")["QueueUrl"]
@@ -322,6 +334,19 @@ def test_race_of_two_syncs_and_a_dlq_replay_on_the_batch_path(world: World, base
         assert_accounted(ledger)
         assert_same_fates(ledger, expected)
     assert_same_table(harness, fault_free)
+    # Neither the regressed MODIFYs nor their restores reach consumers: each key's events move
+    # forward in time, and a key the newer sync wrote first has that one Scheduled event only.
+    events = harness.take_events()
+    assert_valid(events)
+    by_key = defaultdict(list)
+    for event in events:
+        by_key[(event["detail"]["asset_symbol"], event["detail"]["earnings_date"])].append(event)
+    for key, published in by_key.items():
+        moments = [e["detail"]["synced_at"] for e in published]
+        assert moments == sorted(moments), (key, moments)
+    assert live <= by_key.keys()
+    for key in live:
+        assert [(e["detail-type"], e["detail"]["synced_at"]) for e in by_key[key]] == [("Earnings Scheduled", NEWER_AT)], key
 
 
 # --------------------------------------------------------------------------- the stream consumer gives up
@@ -379,6 +404,57 @@ def test_a_regression_the_stream_consumer_gave_up_on_is_found_and_repaired(
         ledgers = harness.ledger(older["sync_id"]), harness.ledger(newer["sync_id"])
     assert not failure_alarm_fires(harness.sqs, harness.resources)
     assert sum(d.stream_skipped_records for d in harness.drains) == skipped  # nothing given up on since
+    for ledger, expected in zip(ledgers, fault_free.ledgers, strict=True):
+        assert_accounted(ledger)
+        assert_same_fates(ledger, expected)
+    assert_same_table(harness, fault_free)
+
+
+# --------------------------------------------------------------------------- change events
+
+
+def events_unavailable(request: Any) -> Any:
+    return http_response(500, {"__type": "InternalException", "message": "injected"})
+
+
+def change(event: dict[str, Any]) -> tuple:
+    """What an event says, apart from which run made it (sync ids, and so change ids, differ)."""
+    detail = {k: v for k, v in event["detail"].items() if k not in ("change_id", "sync_id")}
+    return event["detail-type"], json.dumps(detail, sort_keys=True)
+
+
+def test_change_events_that_fail_to_publish_go_out_once_per_change_id(world: World, baseline: Baselines, snapshots: Snapshots) -> None:
+    """A tenth of the stream consumer's PutEvents requests fail outright and a tenth of the other
+    requests' entries are reported failed (FailedEntryCount). Failed entries are sent again; what
+    still fails fails its stream record before any delete it announces, the rest of the batch is
+    deferred, and Lambda's mapping retries from that record. In the end every change of the
+    fault-free run is out, each under one change_id: retried records published the same ids again,
+    never a new one, and nothing else."""
+    fault_free = baseline((snapshots.older, OLDER_AT), (snapshots.newer, NEWER_AT))
+    harness = world()
+    with harness.running():
+        client = harness.handler_client("events")
+        cut = SeededFaults(client, "events", ("PutEvents",), events_unavailable, rate=0.1, seed=21)
+        partial = FailedEntries(client, rate=0.1, seed=22, gate=cut.gate)
+        reports = []
+        for path, synced_at in ((snapshots.older, OLDER_AT), (snapshots.newer, NEWER_AT)):
+            report, _ = harness.sync(path, synced_at)
+            harness.drain()
+            reports.append(report["sync_id"])
+        events = harness.take_events()
+        ledgers = [harness.ledger(sync_id) for sync_id in reports]
+    assert cut.injected > 0 and partial.injected > 0
+    assert harness.metric(M.CHANGE_EVENT_PUBLISH_FAILURES) > 0 and harness.metric(M.STREAM_RECORD_FAILURES) > 0
+    assert sum(d.stream_skipped_records for d in harness.drains) == 0  # every record was done in the end
+    assert_valid(events)
+    by_id: dict[str, set[tuple]] = defaultdict(set)
+    for event in events:
+        by_id[event["detail"]["change_id"]].add(change(event))
+    assert all(len(changes) == 1 for changes in by_id.values())  # an id names one change, however often sent
+    assert len(events) > len(by_id)  # retried records published their events again
+    assert sorted(c for changes in by_id.values() for c in changes) == sorted(change(e) for e in fault_free.events)
+    kinds = {e["detail-type"] for e in fault_free.events}
+    assert kinds == {"Earnings Scheduled", "Earnings Rescheduled", "Earnings Updated"}
     for ledger, expected in zip(ledgers, fault_free.ledgers, strict=True):
         assert_accounted(ledger)
         assert_same_fates(ledger, expected)

@@ -177,6 +177,45 @@ def test_sqs_retention_and_content_deduplication_still_apply(aws: dict[str, Any]
         assert dedup_and_retention("shipped") == patched
 
 
+def test_rule_targets_and_receipt_handles_answer_as_moto_does(aws: dict[str, Any]) -> None:
+    """Events delivered through a rule to a queue carry what moto's own code delivers, and receipt
+    handles keep moto's alphabet and length."""
+    import boto3
+    import jsonpath_ng.ext
+
+    events = boto3.client("events", region_name="us-east-1", endpoint_url=aws["endpoint"])
+    sqs = aws["sqs"]
+
+    def deliver(name: str) -> tuple[list[dict[str, Any]], list[str]]:
+        events.create_event_bus(Name=name)
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.put_rule(Name=name, EventBusName=name, EventPattern=json.dumps({"source": ["earnings-sync"]}))
+        events.put_targets(Rule=name, EventBusName=name, Targets=[{"Id": "q", "Arn": arn}])
+        entries = [
+            {"EventBusName": name, "Source": "earnings-sync", "DetailType": "Earnings Updated", "Detail": json.dumps({"n": n, "s": "é"})}
+            for n in range(5)
+        ]
+        assert events.put_events(Entries=entries)["FailedEntryCount"] == 0
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        bodies = [json.loads(m["Body"]) for m in received]
+        for body in bodies:  # which run delivered it
+            for field in ("id", "time"):
+                body.pop(field)
+        return sorted(bodies, key=lambda b: b["detail"]["n"]), [m["ReceiptHandle"] for m in received]
+
+    patched, handles = deliver("patched")
+    assert jsonpath_ng.ext.parse("$.detail") is jsonpath_ng.ext.parse("$.detail")  # parsed once
+    with moto_speedups.moto_as_shipped():
+        shipped, shipped_handles = deliver("shipped")
+        assert jsonpath_ng.ext.parse("$.detail") is not jsonpath_ng.ext.parse("$.detail")
+    assert [b["detail"] for b in patched] == [{"n": n, "s": "é"} for n in range(5)]
+    assert patched == shipped
+    for run in (handles, shipped_handles):
+        assert len(set(run)) == len(run) == 5
+        assert all(len(h) == 185 and h.isascii() and h.isalpha() and h.islower() for h in run)
+
+
 def test_values_the_direct_encoder_does_not_understand_go_to_the_serializer() -> None:
     import botocore.session
     import pytest

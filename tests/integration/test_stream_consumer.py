@@ -188,15 +188,20 @@ def test_a_regression_is_restored_unless_a_newer_write_came_first(table: Table, 
     assert metrics[M.REGRESSIONS_RESTORED] == 0 and metrics[M.VALIDATION_PASSED] == 1
 
 
-def test_a_failing_record_is_reported_by_sequence_number(table: Table, stream: StreamReader) -> None:
+def test_a_failing_record_is_reported_by_sequence_number_and_the_rest_is_deferred(table: Table, stream: StreamReader) -> None:
+    """Lambda retries from the failed record: the records after it are left untouched for that retry
+    (handled, and their events published, in stream order), reported but not logged one by one."""
     table.sync(T1, rec("AAPL", "2025-07-31"), rec("MSFT", "2025-07-29"), rec("NVDA", "2025-08-27"))
     event = stream.event()
-    second = event["Records"][1]["dynamodb"]["SequenceNumber"]
-    Faults(handler_client(), "dynamodb", "Query", [None, dynamodb_error("ValidationException")])
+    second, third = (event["Records"][i]["dynamodb"]["SequenceNumber"] for i in (1, 2))
+    queries = Faults(handler_client(), "dynamodb", "Query", [None, dynamodb_error("ValidationException")])
     response, metrics, logs = call_handler(event)
-    assert response == {"batchItemFailures": [{"itemIdentifier": second}]}
-    assert metrics[M.STREAM_RECORD_FAILURES] == 1 and metrics[M.VALIDATION_PASSED] == 3
-    assert second in logs
+    assert response == {"batchItemFailures": [{"itemIdentifier": second}, {"itemIdentifier": third}]}
+    assert metrics[M.STREAM_RECORD_FAILURES] == 1 and metrics[M.VALIDATION_PASSED] == 2
+    assert queries.calls == 2  # NVDA's record was not started
+    summary = next(json.loads(line) for line in logs.splitlines() if "stream batch processed" in line)
+    assert summary["deferred"] == 1 and summary["failed"] == 2
+    assert second in logs and third not in logs
 
 
 def test_an_unknown_event_name_fails_only_that_record(table: Table, stream: StreamReader) -> None:

@@ -550,6 +550,7 @@ def test_stream_consumer_policy_is_least_privilege(template: dict) -> None:
             "EarningsTable": {"Arn": "arn:table", "StreamArn": "arn:stream"},
             "StreamFailureQueue": {"Arn": "arn:failures"},
             "SyncLedgerTable": {"Arn": "arn:ledger"},
+            "ChangeEventBus": {"Arn": "arn:bus"},
         },
     )
     statements = resolve(props["Policies"], ctx)[0]["Statement"]
@@ -564,6 +565,7 @@ def test_stream_consumer_policy_is_least_privilege(template: dict) -> None:
         "dynamodb:PutItem": {"arn:table"},
         "dynamodb:GetItem": {"arn:ledger"},  # the sync registry
         "sqs:SendMessage": {"arn:failures"},
+        "events:PutEvents": {"arn:bus"},  # change events, on the one bus
         # the stream mapping's reads (a plain mapping resource: no SAM-attached Resource "*" policy)
         "dynamodb:DescribeStream": {"arn:stream"},
         "dynamodb:GetRecords": {"arn:stream"},
@@ -574,6 +576,32 @@ def test_stream_consumer_policy_is_least_privilege(template: dict) -> None:
     assert event["DestinationConfig"]["OnFailure"]["Destination"] == "arn:failures"
     assert event["Stream"] == "arn:stream"
     assert "StreamConsumerLogGroup" in template["Resources"]
+
+
+def test_the_change_event_bus_is_created_unless_an_existing_one_is_named(template: dict, aws) -> None:
+    dynamodb, sqs = aws
+    events = boto3.client("events", region_name=REGION)
+    res = create_resources(template, dynamodb, sqs, name_prefix="ev-", events_client=events)
+    bus = events.describe_event_bus(Name="ev-earnings-sync")
+    assert res.event_bus_created and res.event_bus_name == bus["Name"] == "ev-earnings-sync"
+    assert res.environments[STREAM_CONSUMER_ID]["EVENT_BUS_NAME"] == "ev-earnings-sync"
+    assert create_resources(template, dynamodb, sqs, name_prefix="ev-").event_bus_name == "ev-earnings-sync"  # a rerun reuses it
+    events.put_rule(Name="someone-elses", EventBusName="ev-earnings-sync", EventPattern='{"source": ["earnings-sync"]}')
+    delete_resources(res, dynamodb, sqs, events)  # with the rules on it
+    assert [b["Name"] for b in events.list_event_buses()["EventBuses"]] == ["default"]
+
+    by_name = create_resources(template, dynamodb, sqs, name_prefix="x-", parameter_overrides={"ExistingEventBus": "shared-bus"})
+    assert not by_name.event_bus_created and by_name.event_bus_name == "shared-bus"
+    assert [b["Name"] for b in events.list_event_buses()["EventBuses"]] == ["default"]
+    arn = "arn:aws:events:us-east-1:123456789012:event-bus/shared-bus"
+    ctx = build_context(template, parameter_overrides={"ExistingEventBus": arn}, keep_unresolved=True)
+    statements = resolve(template["Resources"][STREAM_CONSUMER_ID]["Properties"]["Policies"], ctx)[0]["Statement"]
+    assert [s["Resource"] for s in statements if s["Action"] == "events:PutEvents"] == [arn]
+    ctx = build_context(template, parameter_overrides={"ExistingEventBus": "shared-bus"}, keep_unresolved=True)
+    statements = resolve(template["Resources"][STREAM_CONSUMER_ID]["Properties"]["Policies"], ctx)[0]["Statement"]
+    assert [s["Resource"] for s in statements if s["Action"] == "events:PutEvents"] == [arn]
+    with pytest.raises(TemplateError, match="ExistingEventBus"):
+        build_context(template, parameter_overrides={"ExistingEventBus": "no spaces, please"})
 
 
 def test_a_template_without_stream_consumer_has_no_mapping(template: dict, aws) -> None:

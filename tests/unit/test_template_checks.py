@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALARM = "AWS::CloudWatch::Alarm"
 MAPPING = "AWS::Lambda::EventSourceMapping"
 BASIC_EXECUTION_ROLE = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-DATA_SERVICES = ("dynamodb", "sqs", "s3", "ssm")
+DATA_SERVICES = ("dynamodb", "sqs", "s3", "ssm", "events")
 # What Lambda's poller does with the function's role, by event source type (AWS Lambda guide,
 # "execution role permissions" of the SQS and DynamoDB Streams event sources).
 POLLING_ACTIONS = {
@@ -218,6 +218,9 @@ def mapping_needs(template: dict[str, Any], function_id: str) -> set[str]:
 def _resource_text(resource: Any, template: dict[str, Any]) -> str:
     """A statement's Resource as text, checked to name something of this template or a parameter."""
     known = set(template["Resources"]) | set(template["Parameters"])
+    if isinstance(resource, dict) and set(resource) == {"Ref"}:  # a parameter that holds an ARN
+        assert resource["Ref"] in template["Parameters"], resource
+        return "${%s}" % resource["Ref"]
     if isinstance(resource, dict) and "Fn::GetAtt" in resource:
         assert resource["Fn::GetAtt"][0] in known, resource
         return "${%s}" % ".".join(resource["Fn::GetAtt"])
@@ -517,6 +520,7 @@ ALARM_SET = [
     ("DlqNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, _GT, 0),
     ("StreamFailureQueueNotEmptyAlarm", {"ApproximateNumberOfMessagesVisible"}, _GT, 0),
     ("StreamIteratorAgeAlarm", {"IteratorAge"}, _GT, 300000),
+    ("ChangeEventPublishFailuresAlarm", {M.CHANGE_EVENT_PUBLISH_FAILURES}, _GT, 0),
     # the start of the pipeline: a sync that fails, never happens or never completes
     ("ProducerErrorsAlarm", {"Errors"}, _GE, 1),
     ("UpstreamErrorsAlarm", {M.UPSTREAM_ERRORS}, _GE, 1),
@@ -592,7 +596,10 @@ def test_the_dashboard_shows_every_alarm_and_only_published_metrics(template: di
                 assert name in allowed and dimension == expected_dimension
                 owners = [i for i in template["Resources"] if value in (f"{i}-id", f"{i}-name")]
                 assert owners and template["Resources"][owners[0]]["Type"] == resource_type, value
-    for must in (M.RECORDS_WRITTEN, M.WRITE_FAILURES, M.BATCH_DURATION, M.THROTTLES, M.VALIDATION_FAILED, M.UPCOMING_SCAN_FALLBACKS, M.MEMORY_UTILIZATION):
+    for must in (
+        M.RECORDS_WRITTEN, M.WRITE_FAILURES, M.BATCH_DURATION, M.THROTTLES, M.VALIDATION_FAILED, M.UPCOMING_SCAN_FALLBACKS,
+        M.MEMORY_UTILIZATION, M.INVALID_MESSAGES, M.CHANGE_EVENTS_PUBLISHED, M.CHANGE_EVENT_PUBLISH_FAILURES,
+    ):
         assert must in names
 
 
