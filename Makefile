@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SAMPLE := samples/earnings_calendar_2025-07.csv
+# pytest-xdist workers for `make test` (0: one process)
+TEST_WORKERS ?= 2
 # What ships to Lambda: the core and the entry points; never the CLI or the emulator (pyproject's layers).
 LAMBDA_PACKAGES := earnings_sync producers consumers queries
 
@@ -22,7 +24,7 @@ demo: $(STAMP)
 
 ## test: the whole suite with line and branch coverage of the core, producers and consumers
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
 
 ## e2e: the end-to-end tier on LocalStack: host mode installed, started and stopped here (free port),
 ## or the instance LOCALSTACK_ENDPOINT names (e.g. docker compose -f localstack/docker-compose.yml up)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,21 @@ from earnings_sync_local import moto_speedups
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CSV = ROOT / "samples" / "earnings_calendar_2025-07.csv"
 HEADER = "symbol,name,reportDate,fiscalDateEnding,estimate,currency"
+
+
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in pytest-xdist's workers (`make test` runs two)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With several workers, a module's tests stay together (its module fixtures are set up once) and
+    the LocalStack tier is one group, so one worker starts LocalStack and runs all of it."""
+    if XDIST_WORKER is None or not config.getvalue("loadgroup"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = "localstack" if item.get_closest_marker("e2e") else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session", autouse=True)

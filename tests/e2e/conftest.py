@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from earnings_sync_local.emulator import free_port
+from tests.conftest import XDIST_WORKER
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTMODE = ROOT / "localstack" / "hostmode.sh"
@@ -138,13 +139,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     e2e = [item for item in items if item.get_closest_marker("e2e")]
     if not e2e:
         return
-    items[:] = [item for item in items if not item.get_closest_marker("e2e")] + e2e
+    others = [item for item in items if not item.get_closest_marker("e2e")]
+    # One process: e2e last, LocalStack starting meanwhile. Several (xdist): every worker collects
+    # the e2e tests but one runs them all (tests/conftest.py groups them), first, while the others
+    # work; that worker starts LocalStack when its first e2e test asks for it.
+    items[:] = e2e + others if XDIST_WORKER else others + e2e
     if config.getoption("collectonly") or os.environ.get("LOCALSTACK_ENDPOINT"):
         return
     if os.environ.get(SWITCH) == "0":
         _skip_reason = f"e2e tier off ({SWITCH}=0)"
         return
     _instance = HostModeLocalStack()
+    if XDIST_WORKER:
+        return
     _instance.launch()
     reporter = _terminal(config)
     if reporter is not None:
@@ -155,7 +162,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _instance is not None:
+    if _instance is not None and _instance.process is None:  # a worker that ran no e2e test
+        _instance.log.unlink(missing_ok=True)
+    elif _instance is not None:
         _instance.stop(keep_logs=exitstatus != 0 or _instance.error is not None)
 
 
@@ -192,6 +201,8 @@ def localstack_endpoint() -> str:
         pytest.skip(_skip_reason)
     if _instance is None:  # pragma: no cover - the collection hook always launches one
         pytest.skip("LocalStack was not started for this run")
+    if _instance.process is None:
+        _instance.launch()
     try:
         return _instance.wait()
     except RuntimeError as exc:
