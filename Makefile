@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 ## test: the whole suite with line and branch coverage of the core, producers and consumers
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --cov --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
 
 ## e2e: the end-to-end tier on LocalStack: host mode installed, started and stopped here (free port),
 ## or the instance LOCALSTACK_ENDPOINT names (e.g. docker compose -f localstack/docker-compose.yml up)

@@ -23,16 +23,21 @@ HEADER = "symbol,name,reportDate,fiscalDateEnding,estimate,currency"
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in pytest-xdist's workers (`make test` runs two)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+LOCALSTACK_MODULES = "tests/e2e/test_localstack_"  # the LocalStack tier: one worker runs all of it
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With several workers, a module's tests stay together (its module fixtures are set up once) and
-    the LocalStack tier is one group, so one worker starts LocalStack and runs all of it."""
-    if XDIST_WORKER is None or not config.getvalue("loadgroup"):
-        return
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = "localstack" if item.get_closest_marker("e2e") else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
+    the LocalStack tier is one unit, so one worker starts LocalStack and runs all of it."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "localstack" if module.startswith(LOCALSTACK_MODULES) else module
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from earnings_sync_local.emulator import free_port
-from tests.conftest import XDIST_WORKER
+from tests.conftest import LOCALSTACK_MODULES, XDIST_WORKER
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTMODE = ROOT / "localstack" / "hostmode.sh"
@@ -139,10 +139,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     e2e = [item for item in items if item.get_closest_marker("e2e")]
     if not e2e:
         return
+    strays = [item.nodeid for item in e2e if not item.nodeid.startswith(LOCALSTACK_MODULES)]
+    if strays:  # the scheduler keeps the tier on one worker by module name
+        raise pytest.UsageError(f"e2e tests belong in {LOCALSTACK_MODULES}*.py modules: {strays[0]}")
     others = [item for item in items if not item.get_closest_marker("e2e")]
     # One process: e2e last, LocalStack starting meanwhile. Several (xdist): every worker collects
-    # the e2e tests but one runs them all (tests/conftest.py groups them), first, while the others
-    # work; that worker starts LocalStack when its first e2e test asks for it.
+    # the e2e tests, but the scheduler (tests/conftest.py) hands all of them to one worker, first,
+    # while the others work; that worker starts LocalStack when its first e2e test asks for it.
     items[:] = e2e + others if XDIST_WORKER else others + e2e
     if config.getoption("collectonly") or os.environ.get("LOCALSTACK_ENDPOINT"):
         return
