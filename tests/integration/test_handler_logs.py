@@ -51,7 +51,9 @@ def test_every_producer_line_of_a_sync_carries_its_sync_id(handler_env: dict[str
     assert messages[0] == "sync started" and messages[-1] == "sync enqueued" and messages.count("row rejected") == 2
     assert {line.get("sync_id") for line in written} == {report["sync_id"]}
     done = written[-1]
-    assert done["sync"]["duration_ms"] >= 0 and done["memory_used_mb"] > 0 and 0 < done["memory_utilization"] < 100
+    assert done["sync"]["duration_ms"] >= 0 and done["memory_used_mb"] > 0
+    # the test process's peak RSS against the context's 512 MB (it may pass 100 % in a long suite)
+    assert done["memory_utilization"] == round(100 * done["memory_used_mb"] / LambdaContext("ProducerFunction", 300).memory_limit_in_mb, 1)
     assert "rejections" not in done["sync"]  # each rejection had its own line
 
 
