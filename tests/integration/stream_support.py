@@ -8,6 +8,9 @@ from typing import Any
 import boto3
 
 from consumers import stream_consumer
+from earnings_sync.calendar_table import CalendarTable, key_of, record_to_item
+from earnings_sync.records import EarningsRecord
+from earnings_sync.upsert import upsert_records
 from earnings_sync_local.lambda_runtime import LambdaContext, invoke
 from earnings_sync_local.pipeline import routed_logs
 from earnings_sync_local.stream_mapping import DynamoDBStreamEventSource
@@ -58,3 +61,29 @@ def call_handler(event: dict) -> tuple[dict, Any, str]:
         result, metrics, error = invoke(stream_consumer.lambda_handler, event, LambdaContext("StreamConsumerFunction", 60))
     assert error is None, error
     return result, metrics, logs.getvalue()
+
+
+def rec(symbol: str, date: str, fiscal: str = "2025-06-30", estimate: str | None = "1.00") -> EarningsRecord:
+    return EarningsRecord(symbol, date, f"{symbol} Inc", fiscal, estimate, "USD")
+
+
+class Table:
+    def __init__(self, env: dict[str, Any]) -> None:
+        self.client = env["dynamodb"]
+        self.name = env["resources"].table_name
+        self.table = CalendarTable(self.client, self.name)
+
+    def sync(self, synced_at: str, *records: EarningsRecord) -> None:
+        result = upsert_records(self.table, list(records), f"sync-{synced_at[:10]}", synced_at)
+        assert not result.poison
+
+    def put(self, record: EarningsRecord, synced_at: str, **extra: dict) -> None:
+        """A write around the conflict rules (by hand, a future batch path)."""
+        self.client.put_item(TableName=self.name, Item={**record_to_item(record, f"sync-{synced_at[:10]}", synced_at), **extra})
+
+    def keys(self) -> set[tuple[str, str]]:
+        return {key_of(i) for i in self.table.all_items()}
+
+    def last_sync(self, symbol: str, date: str) -> str | None:
+        item = self.table.get((symbol, date))
+        return item["lastSyncDate"]["S"] if item else None

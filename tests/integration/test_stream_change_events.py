@@ -19,8 +19,7 @@ from earnings_sync.observability import M
 from earnings_sync_local.pipeline import EventTap
 from tests.change_event_support import assert_valid
 from tests.faults.injectors import FailedEntries
-from tests.integration.stream_support import T1, T2, T3, StreamReader, call_handler
-from tests.integration.test_stream_consumer import Table, rec
+from tests.integration.stream_support import T1, T2, T3, StreamReader, Table, call_handler, rec
 
 
 @pytest.fixture
@@ -31,16 +30,6 @@ def tap(handler_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> EventTa
     monkeypatch.setenv("WRITE_ATTEMPTS", "2")
     events = boto3.client("events", region_name="us-east-1", endpoint_url=handler_env["endpoint"])
     return EventTap(events, handler_env["sqs"], resources.event_bus_name)
-
-
-@pytest.fixture
-def table(handler_env: dict[str, Any]) -> Table:
-    return Table(handler_env)
-
-
-@pytest.fixture
-def stream(handler_env: dict[str, Any]) -> StreamReader:
-    return StreamReader(handler_env)
 
 
 def received(tap: EventTap) -> list[dict[str, Any]]:

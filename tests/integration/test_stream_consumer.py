@@ -12,51 +12,10 @@ import json
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
 from earnings_sync import aws as aws_clients
-from earnings_sync.calendar_table import CalendarTable, key_of, record_to_item
 from earnings_sync.observability import M
-from earnings_sync.records import EarningsRecord
-from earnings_sync.upsert import upsert_records
 from tests.helpers import Faults, dynamodb_error
-from tests.integration.stream_support import T1, T2, T3, StreamReader, call_handler
-
-
-def rec(symbol: str, date: str, fiscal: str = "2025-06-30", estimate: str | None = "1.00") -> EarningsRecord:
-    return EarningsRecord(symbol, date, f"{symbol} Inc", fiscal, estimate, "USD")
-
-
-class Table:
-    def __init__(self, env: dict[str, Any]) -> None:
-        self.client = env["dynamodb"]
-        self.name = env["resources"].table_name
-        self.table = CalendarTable(self.client, self.name)
-
-    def sync(self, synced_at: str, *records: EarningsRecord) -> None:
-        result = upsert_records(self.table, list(records), f"sync-{synced_at[:10]}", synced_at)
-        assert not result.poison
-
-    def put(self, record: EarningsRecord, synced_at: str, **extra: dict) -> None:
-        """A write around the conflict rules (by hand, a future batch path)."""
-        self.client.put_item(TableName=self.name, Item={**record_to_item(record, f"sync-{synced_at[:10]}", synced_at), **extra})
-
-    def keys(self) -> set[tuple[str, str]]:
-        return {key_of(i) for i in self.table.all_items()}
-
-    def last_sync(self, symbol: str, date: str) -> str | None:
-        item = self.table.get((symbol, date))
-        return item["lastSyncDate"]["S"] if item else None
-
-
-@pytest.fixture
-def table(handler_env: dict[str, Any]) -> Table:
-    return Table(handler_env)
-
-
-@pytest.fixture
-def stream(handler_env: dict[str, Any]) -> StreamReader:
-    return StreamReader(handler_env)
+from tests.integration.stream_support import T1, T2, T3, StreamReader, Table, call_handler, rec
 
 
 def handler_client() -> Any:
