@@ -13,25 +13,18 @@ from typing import Any
 
 import yaml
 
+from earnings_sync_local.template import CloudFormationLoader
 from tests.e2e.localstack_stack import DeployedStack
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXAMPLE_RULE_BUS = "earnings-sync"  # what the README's rule names: the bus the stack creates by default
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags read as their long forms."""
-
-
-_Loader.add_constructor("!Ref", lambda loader, node: {"Ref": loader.construct_scalar(node)})
-_Loader.add_constructor("!GetAtt", lambda loader, node: {"Fn::GetAtt": loader.construct_scalar(node).split(".", 1)})
-
-
 def readme_rule() -> dict[str, Any]:
     """The resources of the README's example rule (its YAML block that declares `RescheduledRule`)."""
     blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     (block,) = [b for b in blocks if "RescheduledRule:" in b]
-    return yaml.load(block, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(block, Loader=CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
